@@ -1,0 +1,50 @@
+# One command each on a fresh machine: `make train`, `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Locally `make test` skips tests marked slow; CI (CI=true) runs everything.
+PYTEST_MARK := $(if $(filter true 1,$(CI)),,-m "not slow")
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
+
+.PHONY: setup data train test test-full lint format bench clean
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch/torchvision first, at the versions these machines serve from local disk.
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+data:
+	@if [ ! -f $(FASHION_MNIST) ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian package dataset-fashion-mnist"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+	@[ -f $(FASHION_MNIST) ] || echo "warning: Fashion-MNIST not found at $(FASHION_MNIST); set data.root= or data.download=true"
+
+# The default study: DCGAN on Fashion-MNIST; `make train EXPERIMENT=ring_mlp ARGS='loss=hinge'`.
+EXPERIMENT ?= fashion_dcgan
+
+train: setup
+	$(PY) -m gan_lab.train experiment=$(EXPERIMENT) $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_MARK) $(ARGS)
+
+test-full: setup
+	$(PY) -m pytest -q $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check gan_lab tests benchmarks
+	$(VENV)/bin/ruff format --check gan_lab tests benchmarks
+
+format: setup
+	$(VENV)/bin/ruff format gan_lab tests benchmarks
+	$(VENV)/bin/ruff check --fix gan_lab tests benchmarks
+
+clean:
+	rm -rf outputs multirun wandb .pytest_cache

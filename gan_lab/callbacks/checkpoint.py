@@ -1,0 +1,81 @@
+"""Checkpoints on an iteration cadence: last, periodic and best-by-metric."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Checkpoint
+
+
+class IterationCheckpoint(Checkpoint):
+    """Saves ``last.ckpt`` every ``every_n_iterations`` and at the end, plus periodic and best files.
+
+    Lightning's ModelCheckpoint counts ``global_step``, which grows by k+1 per GAN iteration;
+    this callback counts iterations. Subclassing ``Checkpoint`` makes Lightning run it after the
+    other callbacks, so a metric computed at the same iteration is already available.
+    """
+
+    def __init__(
+        self,
+        dirpath: str,
+        every_n_iterations: int = 500,
+        keep_periodic: bool = True,
+        monitor: str | None = None,
+        mode: str = "min",
+    ) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"checkpoint mode must be 'min' or 'max', got {mode!r}")
+        self.dirpath = Path(dirpath)
+        self.every_n_iterations = every_n_iterations
+        self.keep_periodic = keep_periodic
+        self.monitor = monitor
+        self.mode = mode
+        self.best_score = math.inf if mode == "min" else -math.inf
+        self.best_path: str | None = None
+        self._saved_iteration = -1
+
+    @property
+    def last_path(self) -> Path:
+        return self.dirpath / "last.ckpt"
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        if trainer.sanity_checking or pl_module.iteration % self.every_n_iterations:
+            return
+        self.save(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if getattr(pl_module, "stop_reason", None) == "non-finite":
+            # Never overwrite the last good checkpoint with diverged weights.
+            return
+        self.save(trainer, pl_module)
+
+    def save(self, trainer: L.Trainer, pl_module: Any) -> None:
+        """Write last (and periodic / best) checkpoints for the current iteration."""
+        iteration = pl_module.iteration
+        if iteration == self._saved_iteration:
+            return
+        self._saved_iteration = iteration
+        if self.keep_periodic and iteration % self.every_n_iterations == 0:
+            trainer.save_checkpoint(self.dirpath / f"iter_{iteration:07d}.ckpt")
+        self._save_best(trainer, iteration)
+        trainer.save_checkpoint(self.last_path)
+
+    def _save_best(self, trainer: L.Trainer, iteration: int) -> None:
+        if self.monitor is None or self.monitor not in trainer.callback_metrics:
+            return
+        score = float(trainer.callback_metrics[self.monitor])
+        better = score < self.best_score if self.mode == "min" else score > self.best_score
+        if better:
+            self.best_score = score
+            self.best_path = str(self.dirpath / "best.ckpt")
+            trainer.save_checkpoint(self.best_path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_score": self.best_score, "best_path": self.best_path}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_score = state_dict.get("best_score", self.best_score)
+        self.best_path = state_dict.get("best_path")

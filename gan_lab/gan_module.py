@@ -1,0 +1,144 @@
+"""The alternating D/G updates of Goodfellow et al. (2014), Algorithm 1, as a LightningModule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from gan_lab.ema import EMA
+from gan_lab.losses import GANLoss, value_function
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+class GANModule(L.LightningModule):
+    """Trains a generator and a discriminator with manual optimization.
+
+    One *iteration* is ``k_d_steps`` discriminator updates, each on its own real minibatch and
+    fresh noise, followed by one generator update. One ``training_step`` call is one iteration,
+    so Lightning's logging step counts iterations; ``trainer.global_step`` counts every
+    ``optimizer.step()`` (k + 1 per iteration) and is never used for cadence here.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        loss: GANLoss,
+        prior: Any,
+        optimizer_g: OptimizerFactory,
+        optimizer_d: OptimizerFactory,
+        k_d_steps: int = 1,
+        regularizer: Any | None = None,
+        ema_decay: float | None = None,
+        num_fixed_samples: int = 64,
+        config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.generator = generator
+        self.discriminator = discriminator
+        self.loss = loss
+        self.prior = prior
+        self.optimizer_g_factory = optimizer_g
+        self.optimizer_d_factory = optimizer_d
+        self.k_d_steps = k_d_steps
+        self.regularizer = regularizer
+        self.generator_ema = EMA(generator, ema_decay) if ema_decay else None
+        # The resolved run config travels in every checkpoint so evaluate.py can rebuild the run.
+        self.config = config
+        # A fixed z makes successive sample grids comparable; a buffer so resume keeps it.
+        self.register_buffer("fixed_z", prior.sample(num_fixed_samples))
+        self.iteration = 0
+
+    # ------------------------------------------------------------------ optimizers
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [
+            self.optimizer_g_factory(self.generator.parameters()),
+            self.optimizer_d_factory(self.discriminator.parameters()),
+        ]
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: Tensor, batch_idx: int) -> None:
+        """One iteration: ``batch`` holds k real minibatches, shape (k, B, *sample_shape)."""
+        if batch.shape[0] != self.k_d_steps:
+            raise ValueError(
+                f"training batch holds {batch.shape[0]} minibatches but k_d_steps="
+                f"{self.k_d_steps}; set datamodule.batches_per_step = k_d_steps"
+            )
+        optimizer_g, optimizer_d = self.optimizers()
+        d_stats = [self.discriminator_step(real, optimizer_d) for real in batch.unbind(0)]
+        g_loss = self.generator_step(batch.shape[1], optimizer_g)
+        self.iteration += 1
+
+        stats = {key: torch.stack([s[key] for s in d_stats]).mean() for key in d_stats[0]}
+        stats["train/g_loss"] = g_loss
+        stats["train/iteration"] = float(self.iteration)
+        self.log_dict(stats, on_step=True, on_epoch=False, prog_bar=False)
+
+    def discriminator_step(self, real: Tensor, optimizer: Any) -> dict[str, Tensor]:
+        """One D update on a real minibatch and fresh noise; G's parameters get no gradient."""
+        with self.toggled_optimizer(optimizer):
+            with torch.no_grad():
+                fake = self.generator(self.prior.sample(real.shape[0], device=real.device))
+            real_logits = self.discriminator(real)
+            fake_logits = self.discriminator(fake)
+            loss = self.loss.d_loss(real_logits, fake_logits)
+            total = loss
+            if self.regularizer is not None and self.iteration % self.regularizer.every == 0:
+                # Lazy regularization (StyleGAN2): apply every n-th iteration, scaled by n.
+                total = total + self.regularizer(self.discriminator, real, fake) * self.regularizer.every
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(total)
+            optimizer.step()
+            self.loss.after_d_step(self.discriminator)
+        real_logits, fake_logits = real_logits.detach(), fake_logits.detach()
+        return {
+            "train/d_loss": loss.detach(),
+            "train/d_real": torch.sigmoid(real_logits).mean(),
+            "train/d_fake": torch.sigmoid(fake_logits).mean(),
+            "train/value": value_function(real_logits, fake_logits),
+        }
+
+    def generator_step(self, batch_size: int, optimizer: Any) -> Tensor:
+        """One G update on fresh noise; D's parameters get no gradient."""
+        with self.toggled_optimizer(optimizer):
+            fake = self.generator(self.prior.sample(batch_size, device=self.fixed_z.device))
+            loss = self.loss.g_loss(self.discriminator(fake))
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()
+        if self.generator_ema is not None:
+            self.generator_ema.update(self.generator)
+        return loss.detach()
+
+    # ------------------------------------------------------------------ sampling
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The generator used for samples and metrics: the EMA copy when enabled."""
+        return self.generator_ema.module if self.generator_ema is not None else self.generator
+
+    @torch.inference_mode()
+    def generate(self, n: int | None = None, batch_size: int = 1024, z: Tensor | None = None) -> Tensor:
+        """Generate ``n`` samples (or one per row of ``z``) in eval mode, in batches."""
+        generator = self.sampling_generator
+        was_training = generator.training
+        generator.eval()
+        try:
+            if z is None:
+                assert n is not None, "give n or z"
+                z = self.prior.sample(n, device=self.fixed_z.device)
+            return torch.cat([generator(chunk) for chunk in z.split(batch_size)])
+        finally:
+            generator.train(was_training)
+
+    # ------------------------------------------------------------------ checkpoint state
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["gan_lab"] = {"iteration": self.iteration, "config": self.config}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.iteration = checkpoint.get("gan_lab", {}).get("iteration", 0)

@@ -1,0 +1,108 @@
+"""Entry point: compose the config, build the parts, fit, report where the results went."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import gan_lab.config  # noqa: F401 - registers the run schema with Hydra's ConfigStore
+from gan_lab.checkpoint_io import AtomicCheckpointIO
+from gan_lab.gan_module import GANModule
+
+log = logging.getLogger(__name__)
+
+
+def build_module(cfg: DictConfig, sample_shape: tuple[int, ...]) -> GANModule:
+    """Instantiate prior, nets, loss, optimizers and regularizer from the config."""
+    prior = instantiate(cfg.prior)
+    generator = instantiate(cfg.model.g)(latent_dim=prior.dim, sample_shape=sample_shape)
+    discriminator = instantiate(cfg.model.d)(sample_shape=sample_shape)
+    return GANModule(
+        generator=generator,
+        discriminator=discriminator,
+        loss=instantiate(cfg.loss),
+        prior=prior,
+        optimizer_g=instantiate(cfg.optimizer.g),
+        optimizer_d=instantiate(cfg.optimizer.d),
+        k_d_steps=cfg.train.k_d_steps,
+        regularizer=instantiate(cfg.regularizer) if cfg.regularizer else None,
+        ema_decay=cfg.train.ema_decay,
+        num_fixed_samples=cfg.train.num_fixed_samples,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def build_datamodule(cfg: DictConfig) -> Any:
+    datamodule = instantiate(cfg.data)
+    # Each training batch carries the k real minibatches of one iteration.
+    datamodule.batches_per_step = cfg.train.k_d_steps
+    return datamodule
+
+
+def _instantiate_dict(node: DictConfig | None) -> list[Any]:
+    return [instantiate(value) for value in (node or {}).values() if value]
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """``last`` means this run dir's last checkpoint, or a fresh start if there is none yet."""
+    if cfg.ckpt_path != "last":
+        return cfg.ckpt_path
+    path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if path.is_file():
+        return str(path)
+    log.info("ckpt_path=last but %s does not exist yet: starting from scratch", path)
+    return None
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit one GAN as the config says; returns the final logged metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule.sample_shape)
+    loggers = _instantiate_dict(cfg.logger)
+    callbacks = _instantiate_dict(cfg.callbacks)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        # The training stream is infinite; one "epoch" is the whole budget of iterations.
+        max_epochs=1,
+        limit_train_batches=cfg.train.iterations,
+        log_every_n_steps=cfg.train.log_every,
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,
+    )
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+    metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    if trainer.is_global_zero:
+        _report(cfg, metrics)
+    return metrics
+
+
+def _report(cfg: DictConfig, metrics: dict[str, float]) -> None:
+    out = Path(cfg.paths.output_dir)
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if "/" in k)
+    print(f"\nrun directory : {out}")
+    print(f"samples       : {out / 'samples'}")
+    print(f"checkpoints   : {out / 'checkpoints'}")
+    print(f"metrics       : {out / 'metrics.csv'}")
+    print(f"final metrics : {shown}")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    train(cfg)
+    return None
+
+
+if __name__ == "__main__":
+    main()
