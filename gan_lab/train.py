@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,17 +61,12 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     return None
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit one GAN as the config says; returns the final logged metrics."""
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = build_datamodule(cfg)
-    module = build_module(cfg, datamodule.sample_shape)
-    loggers = _instantiate_dict(cfg.logger)
-    callbacks = _instantiate_dict(cfg.callbacks)
-    trainer: L.Trainer = instantiate(
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """A Trainer whose budget is ``train.iterations`` iterations, with the configured loggers."""
+    return instantiate(
         cfg.trainer,
-        logger=loggers or False,
-        callbacks=callbacks,
+        logger=_instantiate_dict(cfg.logger) or False,
+        callbacks=_instantiate_dict(cfg.callbacks),
         plugins=[AtomicCheckpointIO()],
         # The training stream is infinite; one "epoch" is the whole budget of iterations.
         max_epochs=1,
@@ -79,13 +75,46 @@ def train(cfg: DictConfig) -> dict[str, float]:
         num_sanity_val_steps=0,
         enable_checkpointing=False,
     )
-    for logger in loggers:
+
+
+@dataclass
+class Run:
+    """What a finished fit leaves behind."""
+
+    trainer: L.Trainer
+    module: GANModule
+    datamodule: Any
+    metrics: dict[str, float]
+
+
+def fit(cfg: DictConfig) -> Run:
+    """Fit one GAN as the config says."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule.sample_shape)
+    trainer = build_trainer(cfg)
+    for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
-    if trainer.is_global_zero:
-        _report(cfg, metrics)
-    return metrics
+    _finish_wandb()
+    return Run(trainer, module, datamodule, metrics)
+
+
+def _finish_wandb() -> None:
+    # Several runs in one process (tests, Hydra's basic launcher) each need their own W&B run.
+    import sys
+
+    if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+        sys.modules["wandb"].finish()
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, print where the results went, return the final logged metrics."""
+    run = fit(cfg)
+    if run.trainer.is_global_zero:
+        _report(cfg, run.metrics)
+    return run.metrics
 
 
 def _report(cfg: DictConfig, metrics: dict[str, float]) -> None:
