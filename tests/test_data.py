@@ -415,7 +415,11 @@ def _fit(dm: GANDataModule, tmp_path: Path, ckpt_path: str | None = None) -> _Re
     return module
 
 
-@pytest.mark.parametrize("make", [lambda: Ring(batch_size=4), lambda: Digits(batch_size=100)])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: Ring(batch_size=4), lambda: Digits(batch_size=100, device_resident=True)],
+    ids=["ring", "digits_device_resident"],
+)
 def test_lightning_resume_continues_data_order(tmp_path: Path, make) -> None:
     full = _fit(make(), tmp_path / "a")
     ckpt = next((tmp_path / "a").glob("*step=3.ckpt"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -154,7 +155,7 @@ class ImageDataModule(GANDataModule):
         if stage not in (None, "fit") or not self.in_memory:
             return
         train = self.images("train")
-        if self.device_resident and self._trainer is not None:
+        if self.device_resident and self.trainer is not None:
             self._cache["train"] = train.to(self.trainer.strategy.root_device)
 
     def train_dataloader(self) -> TensorBatchStream | LoaderStream:
@@ -209,7 +210,7 @@ class ImageDataModule(GANDataModule):
 class Digits(ImageDataModule):
     """scikit-learn 8x8 digits (1797 images, 1 channel), optionally resized to ``resolution``."""
 
-    def __init__(self, resolution: int | None = None, batch_size: int = 64, **kwargs) -> None:
+    def __init__(self, resolution: int | None = None, batch_size: int = 64, **kwargs: Any) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
         self.resolution = resolution or 8
         self.sample_shape = (1, self.resolution, self.resolution)
@@ -229,7 +230,7 @@ class FashionMNIST(ImageDataModule):
         download: bool = False,
         resolution: int = 28,
         batch_size: int = 64,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
         self.root = root
@@ -263,7 +264,7 @@ class TorchvisionImages(ImageDataModule):
         download: bool = False,
         resolution: int | None = None,
         batch_size: int = 64,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
         if name not in _TORCHVISION_SETS:
@@ -307,7 +308,7 @@ class ImageFolderImages(ImageDataModule):
         resolution: int = 64,
         channels: int = 3,
         batch_size: int = 64,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
         if channels not in (1, 3):
