@@ -1,0 +1,114 @@
+"""Toy distributions sampled on the fly: a 1-D Gaussian, the ring and grid mixtures.
+
+Ring and Grid follow the PacGAN protocol (Lin et al. 2018): 8 modes on a circle of radius 1
+with std 0.01, and 25 modes at (-4 + 2i, -4 + 2j) with std 0.05.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from gan_lab.data.base import LIGHTNING_PREFETCH, GANDataModule
+from gan_lab.data.streams import SamplerStream
+
+
+class ToyDataModule(GANDataModule):
+    """Base for toy data: samples come from ``sample(n, generator)``, nothing is stored."""
+
+    kind = "toy"
+
+    def __init__(self, batch_size: int = 256, seed: int = 0, batches_per_step: int = 1) -> None:
+        # Sampled data has no loader workers and a stateful stream: it behaves like in-memory.
+        super().__init__(batch_size, seed, batches_per_step, in_memory=True)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> SamplerStream:
+        return SamplerStream(
+            self.sample, self.batch_size, self.batches_per_step, self.seed, lag=LIGHTNING_PREFETCH
+        )
+
+    def real_samples(self, n: int, split: str = "train") -> Tensor:
+        """Fresh samples from a generator seeded by ``seed`` and ``split`` (never exhausted)."""
+        generator = torch.Generator().manual_seed(self._split_seed(split))
+        return self.sample(n, generator)
+
+
+class Gaussian1D(ToyDataModule):
+    """N(mean, std^2) in one dimension; ``log_prob`` gives the exact density for theory checks."""
+
+    def __init__(
+        self,
+        mean: float = 4.0,
+        std: float = 1.25,
+        batch_size: int = 256,
+        seed: int = 0,
+        batches_per_step: int = 1,
+    ) -> None:
+        super().__init__(batch_size, seed, batches_per_step)
+        self.mean = mean
+        self.std = std
+        self.sample_shape = (1,)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.mean + self.std * torch.randn(n, 1, generator=generator)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Log density of ``x`` (any shape) under N(mean, std^2)."""
+        z = (x - self.mean) / self.std
+        return -0.5 * z**2 - math.log(self.std) - 0.5 * math.log(2 * math.pi)
+
+
+class MixtureDataModule(ToyDataModule):
+    """Equal-weight isotropic Gaussian mixture on ``modes`` (M, D) with common ``std``."""
+
+    def __init__(
+        self, modes: Tensor, std: float, batch_size: int, seed: int, batches_per_step: int
+    ) -> None:
+        super().__init__(batch_size, seed, batches_per_step)
+        self.modes = modes
+        self.std = std
+        self.sample_shape = (modes.shape[1],)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        which = torch.randint(len(self.modes), (n,), generator=generator)
+        noise = torch.randn(n, self.modes.shape[1], generator=generator)
+        return self.modes[which] + self.std * noise
+
+
+class Ring(MixtureDataModule):
+    """``n_modes`` Gaussians evenly spaced on a circle of ``radius`` (PacGAN: 8, 1.0, 0.01)."""
+
+    def __init__(
+        self,
+        n_modes: int = 8,
+        radius: float = 1.0,
+        std: float = 0.01,
+        batch_size: int = 256,
+        seed: int = 0,
+        batches_per_step: int = 1,
+    ) -> None:
+        angles = torch.arange(n_modes, dtype=torch.float64) * (2 * math.pi / n_modes)
+        modes = radius * torch.stack([angles.cos(), angles.sin()], dim=1)
+        super().__init__(modes.float(), std, batch_size, seed, batches_per_step)
+
+
+class Grid(MixtureDataModule):
+    """``n x n`` Gaussians on a square grid centred at 0 (PacGAN: 5x5, spacing 2, std 0.05)."""
+
+    def __init__(
+        self,
+        n: int = 5,
+        spacing: float = 2.0,
+        std: float = 0.05,
+        batch_size: int = 256,
+        seed: int = 0,
+        batches_per_step: int = 1,
+    ) -> None:
+        coords = (torch.arange(n, dtype=torch.float32) - (n - 1) / 2) * spacing
+        modes = torch.cartesian_prod(coords, coords)
+        super().__init__(modes, std, batch_size, seed, batches_per_step)
