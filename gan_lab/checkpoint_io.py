@@ -47,7 +47,7 @@ def load_checkpoint_file(path: _PATH, map_location: Any = "cpu") -> dict[str, An
     except Exception as error:  # torch raises several types for a truncated/foreign file
         raise RuntimeError(
             f"checkpoint {path} is unreadable (truncated or not a torch checkpoint: {error}); "
-            "use another checkpoint from the run's checkpoints/ folder, e.g. an earlier periodic one"
+            "use another checkpoint from the run's checkpoints/ folder (e.g. a periodic one)"
         ) from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise RuntimeError(

@@ -24,7 +24,7 @@ class TrainSettings:
 
 @dataclass
 class RunConfig:
-    """Root of ``conf/train.yaml``; the config groups are typed ``Any`` and checked by validation."""
+    """Root of ``conf/train.yaml``; config groups are typed ``Any`` and checked by validation."""
 
     seed: int = 0
     name: str = "gan"

@@ -91,7 +91,10 @@ class GANModule(L.LightningModule):
             total = loss
             if self.regularizer is not None and self.iteration % self.regularizer.every == 0:
                 # Lazy regularization (StyleGAN2): apply every n-th iteration, scaled by n.
-                total = total + self.regularizer(self.discriminator, real, fake) * self.regularizer.every
+                total = (
+                    total
+                    + self.regularizer(self.discriminator, real, fake) * self.regularizer.every
+                )
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(total)
             optimizer.step()
@@ -123,7 +126,9 @@ class GANModule(L.LightningModule):
         return self.generator_ema.module if self.generator_ema is not None else self.generator
 
     @torch.inference_mode()
-    def generate(self, n: int | None = None, batch_size: int = 1024, z: Tensor | None = None) -> Tensor:
+    def generate(
+        self, n: int | None = None, batch_size: int = 1024, z: Tensor | None = None
+    ) -> Tensor:
         """Generate ``n`` samples (or one per row of ``z``) in eval mode, in batches."""
         generator = self.sampling_generator
         was_training = generator.training

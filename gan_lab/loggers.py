@@ -31,8 +31,10 @@ def wandb_logger(
 
     ``mode`` (online/offline/disabled) overrides; otherwise ``WANDB_MODE`` is respected.
     """
-    mode = mode or os.environ.get("WANDB_MODE") or (
-        "online" if _wandb_has_credentials() else "offline"
+    mode = (
+        mode
+        or os.environ.get("WANDB_MODE")
+        or ("online" if _wandb_has_credentials() else "offline")
     )
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     return WandbLogger(

@@ -10,6 +10,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig, OmegaConf
 
 import gan_lab.config  # noqa: F401 - registers the run schema with Hydra's ConfigStore
@@ -63,17 +64,19 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """A Trainer whose budget is ``train.iterations`` iterations, with the configured loggers."""
+    callbacks = _instantiate_dict(cfg.callbacks)
     return instantiate(
         cfg.trainer,
         logger=_instantiate_dict(cfg.logger) or False,
-        callbacks=_instantiate_dict(cfg.callbacks),
+        callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         # The training stream is infinite; one "epoch" is the whole budget of iterations.
         max_epochs=1,
         limit_train_batches=cfg.train.iterations,
         log_every_n_steps=cfg.train.log_every,
         num_sanity_val_steps=0,
-        enable_checkpointing=False,
+        # Lightning adds its own global_step-based ModelCheckpoint unless ours is there.
+        enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
     )
 
 

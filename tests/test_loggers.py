@@ -12,34 +12,54 @@ TOY = ["experiment=ring_mlp", "data.batch_size=16", "train.iterations=6", "train
 def test_wandb_offline_run_has_training_metrics(make_config, tmp_path):
     cfg = make_config(*TOY, "logger=wandb", "callbacks=default", "train.sample_every=3")
     train(cfg)
-    summaries = list(tmp_path.glob("wandb/offline-run-*/files/wandb-summary.json"))
-    assert len(summaries) == 1, list(tmp_path.rglob("*"))
-    summary = json.loads(summaries[0].read_text())
+    runs = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 1, list(tmp_path.rglob("*"))
+    history, summary = read_wandb_run(runs[0])
     for key in ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake"):
         assert key in summary, summary.keys()
+        assert key in history[-1]
+    assert any(key.startswith("samples") for row in history for key in row)
 
 
-def test_tensorboard_writes_scalars_and_images(make_config, tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+def _wandb_records(path) -> list[bytes]:
+    """Payloads of a W&B transaction log: a 7-byte ':W&B' header, then LevelDB-log framing
+    (32 KiB blocks; record = crc32 (4), length (2, LE), type (1 full, 2-4 first/middle/last)).
+    The SDK no longer ships a reader, so the test parses the documented format itself."""
+    raw, block = path.read_bytes(), 32768
+    assert raw[:4] == b":W&B", "not a W&B transaction log"
+    records, pending, pos = [], b"", 7
+    while pos + 7 <= len(raw):
+        if block - pos % block < 7:  # trailing block padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(raw[pos + 4 : pos + 6], "little"), raw[pos + 6]
+        payload, pos = raw[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 0 and length == 0:
+            break
+        pending += payload
+        if kind in (1, 4):
+            records.append(pending)
+            pending = b""
+    return records
 
-    cfg = make_config(*TOY, "logger=tensorboard", "callbacks=default", "train.sample_every=3")
-    train(cfg)
-    events = EventAccumulator(str(tmp_path / "tensorboard"))
-    events.Reload()
-    tags = events.Tags()
-    assert "train/d_loss" in tags["scalars"] and "train/g_loss" in tags["scalars"]
-    assert "samples" in tags["images"]
-    steps = [event.step for event in events.Scalars("train/g_loss")]
-    assert steps == sorted(steps) and max(steps) <= 6  # the x-axis is the GAN iteration
 
+def read_wandb_run(path) -> tuple[list[dict], dict]:
+    """History rows and final summary of an offline W&B run, read from its .wandb record file."""
+    from wandb.proto import wandb_internal_pb2
 
-def test_csv_metrics_and_samples_and_checkpoint(make_config, tmp_path):
-    cfg = make_config(*TOY, "logger=csv", "callbacks=default", "train.sample_every=3",
-                      "train.checkpoint_every=3")
-    train(cfg)
-    assert (tmp_path / "metrics.csv").is_file()
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
-    assert (tmp_path / "checkpoints" / "iter_0000003.ckpt").is_file()
-    assert sorted(p.name for p in (tmp_path / "samples").glob("*.png")) == [
-        "iter_0000000.png", "iter_0000003.png", "iter_0000006.png"
-    ]
+    history, summary = [], {}
+    for data in _wandb_records(path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            history.append(
+                {
+                    item.key or "/".join(item.nested_key): item.value_json
+                    for item in record.history.item
+                }
+            )
+        elif kind == "summary":
+            for item in record.summary.update:
+                summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return history, summary

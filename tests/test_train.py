@@ -22,10 +22,15 @@ MODEL_DATA = [
 
 @pytest.mark.parametrize(
     ("model", "data", "extra", "loss", "prior", "optimizer"),
-    [(*md, *rest) for md, rest in itertools.product(MODEL_DATA, itertools.product(LOSSES, PRIORS, OPTIMIZERS))],
+    [
+        (*md, *rest)
+        for md, rest in itertools.product(MODEL_DATA, itertools.product(LOSSES, PRIORS, OPTIMIZERS))
+    ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
-def test_every_combination_trains_two_iterations(make_config, model, data, extra, loss, prior, optimizer):
+def test_every_combination_trains_two_iterations(
+    make_config, model, data, extra, loss, prior, optimizer
+):
     cfg = make_config(
         f"model={model}",
         f"data={data}",
@@ -53,21 +58,31 @@ def test_k_d_steps_per_generator_step(make_config, monkeypatch):
     def snapshot(net):
         return [p.detach().clone() for p in net.parameters()]
 
+    def grads(net):
+        return [None if p.grad is None else p.grad.clone() for p in net.parameters()]
+
+    def same_grads(a, b):
+        return all((x is None and y is None) or torch.equal(x, y) for x, y in zip(a, b))
+
     def checked_d_step(real, optimizer):
         seen_real.append(real.clone())
         before_g, before_d = snapshot(module.generator), snapshot(module.discriminator)
+        g_grads = grads(module.generator)
         out = d_step(real, optimizer)
+        # D's backward leaves G's gradients alone: nothing accumulates for the next G step.
+        assert same_grads(g_grads, grads(module.generator))
         assert all(torch.equal(a, b) for a, b in zip(before_g, snapshot(module.generator)))
         assert not all(torch.equal(a, b) for a, b in zip(before_d, snapshot(module.discriminator)))
         return out
 
     def checked_g_step(batch_size, optimizer):
         before_g, before_d = snapshot(module.generator), snapshot(module.discriminator)
+        d_grads = grads(module.discriminator)
         out = g_step(batch_size, optimizer)
         assert all(torch.equal(a, b) for a, b in zip(before_d, snapshot(module.discriminator)))
         assert not all(torch.equal(a, b) for a, b in zip(before_g, snapshot(module.generator)))
-        # No stale D gradients left over for the next D step to accumulate onto.
-        assert all(p.grad is None for p in module.discriminator.parameters())
+        # G's backward leaves D's gradients alone: nothing accumulates for the next D step.
+        assert same_grads(d_grads, grads(module.discriminator))
         return out
 
     monkeypatch.setattr(module, "discriminator_step", checked_d_step)

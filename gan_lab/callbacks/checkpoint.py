@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Checkpoint
 
 
 class IterationCheckpoint(Checkpoint):
-    """Saves ``last.ckpt`` every ``every_n_iterations`` and at the end, plus periodic and best files.
+    """Saves ``last.ckpt`` every ``every_n_iterations`` and at the end, plus periodic/best files.
 
     Lightning's ModelCheckpoint counts ``global_step``, which grows by k+1 per GAN iteration;
     this callback counts iterations. Subclassing ``Checkpoint`` makes Lightning run it after the

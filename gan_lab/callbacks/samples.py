@@ -88,14 +88,15 @@ class SampleGrid(L.Callback):
             save_image(image, path)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("samples", image, global_step=iteration)
+                logger.experiment.add_image("samples", image, global_step=_logger_step(trainer))
             elif isinstance(logger, WandbLogger):
                 logger.log_image("samples", [path.as_posix()], step=_logger_step(trainer))
         return path
 
 
 def _logger_step(trainer: L.Trainer) -> int:
-    # W&B rejects steps lower than the last one logged; Lightning's own step is the iteration count.
+    # The step Lightning gives the scalars of the iteration that just ran (iteration - 1), so the
+    # images line up with the losses on every dashboard; W&B rejects steps that go backwards.
     return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 

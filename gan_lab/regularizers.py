@@ -1,0 +1,38 @@
+"""D regularizers, composable with any loss: ``reg(D, real, fake) -> weighted penalty``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def _input_gradients(discriminator: nn.Module, x: Tensor) -> Tensor:
+    # With packing D returns B/m logits; the sum still gives each input its own gradient.
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(discriminator(x).sum(), x, create_graph=True)
+    return grad.flatten(1)
+
+
+class GradientPenalty:
+    """WGAN-GP (Gulrajani et al. 2017): weight * E[(||grad D(x_hat)|| - target)^2]."""
+
+    def __init__(self, weight: float = 10.0, target: float = 1.0, every: int = 1) -> None:
+        self.weight, self.target, self.every = weight, target, every
+
+    def __call__(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+        eps = torch.rand(
+            real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype
+        )
+        x_hat = eps * real.detach() + (1 - eps) * fake.detach()
+        norms = _input_gradients(discriminator, x_hat).norm(2, dim=1)
+        return self.weight * (norms - self.target).pow(2).mean()
+
+
+class R1Penalty:
+    """R1 (Mescheder et al. 2018): weight / 2 * E[||grad D(x)||^2] on real data."""
+
+    def __init__(self, weight: float = 10.0, every: int = 1) -> None:
+        self.weight, self.every = weight, every
+
+    def __call__(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+        return 0.5 * self.weight * _input_gradients(discriminator, real).pow(2).sum(1).mean()
