@@ -20,6 +20,13 @@ class TrainSettings:
     checkpoint_every: int = 500
     ema_decay: Optional[float] = None  # noqa: UP045 - OmegaConf reads typing.Optional
     num_fixed_samples: int = 64
+    # Non-finite guard: "stop" (keep the last good checkpoint) or "skip" (drop the update).
+    on_nan: str = "stop"
+    nan_check_every: int = 10
+    max_skips: int = 10
+    # Fast paths (see docs/benchmarks.md).
+    compile: bool = False
+    channels_last: bool = True
 
 
 @dataclass
@@ -40,6 +47,10 @@ class RunConfig:
     logger: Any = None
     callbacks: Any = None
     paths: Any = MISSING
+    eval: Any = None
+    # Metric a sweeper optimises (returned by train.main), e.g. "val/fid_classifier".
+    optimized_metric: Optional[str] = None  # noqa: UP045
+    tags: list[str] = field(default_factory=list)
 
 
 def register_configs() -> None:
