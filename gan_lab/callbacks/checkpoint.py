@@ -36,15 +36,18 @@ class IterationCheckpoint(Checkpoint):
         self.best_score = math.inf if mode == "min" else -math.inf
         self.best_path: str | None = None
         self._saved_iteration = -1
+        self._last_value: Any = None
 
     @property
     def last_path(self) -> Path:
         return self.dirpath / "last.ckpt"
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
-        if trainer.sanity_checking or pl_module.iteration % self.every_n_iterations:
+        if trainer.sanity_checking:
             return
-        self.save(trainer, pl_module)
+        self._save_best(trainer)  # as soon as a new metric value arrives, not only on cadence
+        if pl_module.iteration % self.every_n_iterations == 0:
+            self.save(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         if getattr(pl_module, "stop_reason", None) == "non-finite":
@@ -60,13 +63,14 @@ class IterationCheckpoint(Checkpoint):
         self._saved_iteration = iteration
         if self.keep_periodic and iteration % self.every_n_iterations == 0:
             trainer.save_checkpoint(self.dirpath / f"iter_{iteration:07d}.ckpt")
-        self._save_best(trainer, iteration)
         trainer.save_checkpoint(self.last_path)
 
-    def _save_best(self, trainer: L.Trainer, iteration: int) -> None:
-        if self.monitor is None or self.monitor not in trainer.callback_metrics:
+    def _save_best(self, trainer: L.Trainer) -> None:
+        value = trainer.callback_metrics.get(self.monitor) if self.monitor else None
+        if value is None or value is self._last_value:
             return
-        score = float(trainer.callback_metrics[self.monitor])
+        self._last_value = value
+        score = float(value)
         better = score < self.best_score if self.mode == "min" else score > self.best_score
         if better:
             self.best_score = score

@@ -1,0 +1,33 @@
+"""Metrics during training, on an iteration cadence and at the last iteration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+
+from gan_lab.metrics.evaluation import Evaluator
+
+
+class Evaluation(L.Callback):
+    """Every ``every_n_iterations`` (and at the end of the budget) logs the evaluator's metrics.
+
+    Runs on every rank but computes on rank 0 only, where the checkpoint callback reads them.
+    """
+
+    def __init__(self, evaluator: Evaluator | None, every_n_iterations: int = 1000) -> None:
+        self.evaluator = evaluator
+        self.every_n_iterations = every_n_iterations
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        if self.evaluator is None or self.every_n_iterations <= 0:
+            return
+        iteration = pl_module.iteration
+        last = iteration >= int(trainer.limit_train_batches or 0)
+        if iteration % self.every_n_iterations and not last:
+            return
+        if not trainer.is_global_zero:
+            return
+        metrics = self.evaluator(pl_module, trainer.datamodule, iteration)
+        if metrics:
+            pl_module.log_dict(metrics, on_step=True, on_epoch=False, rank_zero_only=True)

@@ -1,0 +1,80 @@
+"""Recompute every metric of a checkpoint: ``python -m gan_lab.evaluate ckpt=PATH [key=value ...]``.
+
+Writes ``metrics.json`` and ``samples.png`` next to the checkpoint; ``save_samples=N`` also
+writes ``samples.npz`` (array ``samples``, shape (N, ...), in data space) for outside tools.
+Overrides apply to the run's stored config, e.g. ``eval.evaluator.num_fake=50000``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from gan_lab.callbacks.samples import image_grid, toy_plot
+from gan_lab.checkpoint_io import load_checkpoint_file
+from gan_lab.train import build_datamodule, build_module
+
+
+def evaluate(
+    ckpt: str | Path, overrides: list[str] | None = None, save_samples: int = 0
+) -> dict[str, Any]:
+    """Rebuild the run from the checkpoint's stored config and compute its metrics."""
+    ckpt = Path(ckpt)
+    checkpoint = load_checkpoint_file(ckpt)
+    stored = checkpoint.get("gan_lab", {}).get("config")
+    if stored is None:
+        raise RuntimeError(f"checkpoint {ckpt} has no gan_lab config; was it written by gan_lab?")
+    cfg = OmegaConf.merge(OmegaConf.create(stored), OmegaConf.from_dotlist(overrides or []))
+    cfg.eval.evaluator.plot_dir = str(ckpt.parent / "theory")
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule.sample_shape)
+    module.load_state_dict(checkpoint["state_dict"])
+    module.on_load_checkpoint(checkpoint)
+    module.eval()
+    iteration = module.iteration
+    metrics: dict[str, Any] = {"checkpoint": str(ckpt), "iteration": iteration}
+    if cfg.eval.evaluator is not None:
+        evaluator = instantiate(cfg.eval.evaluator)
+        metrics.update(evaluator(module, datamodule, iteration))
+    out = ckpt.parent
+    if datamodule.kind == "toy":
+        toy_plot(
+            module.generate(2000),
+            datamodule.real_samples(2000),
+            out / "samples.png",
+            f"{ckpt.name}: iteration {iteration}",
+        )
+    else:
+        from torchvision.utils import save_image
+
+        save_image(image_grid(module.generate(z=module.fixed_z)), out / "samples.png")
+    if save_samples:
+        np.savez_compressed(
+            out / "samples.npz", samples=module.generate(save_samples).cpu().numpy()
+        )
+        metrics["samples_npz"] = str(out / "samples.npz")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    ckpt = next((a.split("=", 1)[1] for a in args if a.startswith("ckpt=")), None)
+    if ckpt is None:
+        raise SystemExit(
+            "usage: python -m gan_lab.evaluate ckpt=PATH [save_samples=N] [key=value ...]"
+        )
+    save = next((int(a.split("=", 1)[1]) for a in args if a.startswith("save_samples=")), 0)
+    overrides = [a for a in args if not a.startswith(("ckpt=", "save_samples="))]
+    metrics = evaluate(ckpt, overrides, save)
+    print(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":
+    main()

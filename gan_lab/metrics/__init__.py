@@ -1,0 +1,1 @@
+"""Sample-quality metrics: FID/KID features, toy mode metrics, the paper's theory."""

@@ -1,0 +1,110 @@
+"""All metrics of a generator on its data, in one function shared by training and evaluate.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import logging
+
+import torch
+from torch import nn
+
+from gan_lab.metrics.fid import FeatureDistance
+from gan_lab.metrics.theory import gaussian_density, kde_density, plot_theory, theory_report
+from gan_lab.metrics.toy import gaussian_1d_metrics, mode_metrics
+
+log = logging.getLogger(__name__)
+
+# Published protocols: PacGAN scores 2,500 toy samples; FID uses 10k vs 10k.
+TOY_SAMPLES = 2500
+
+
+@dataclass
+class Evaluator:
+    """Computes the metrics that fit the data: FID/KID for images, mode metrics for 2-D
+    mixtures, fit + theory diagnostics for 1-D Gaussians. ``primary`` names the one to select
+    checkpoints and sweeps by (lower is better); it is also logged as ``val/primary``.
+    """
+
+    # A feature module, or a factory called with the datamodule (returns None: no FID).
+    extractor: nn.Module | Callable[[Any], nn.Module | None] | None = None
+    extractor_name: str = "classifier"
+    num_real: int = 10_000
+    num_fake: int = 10_000
+    batch_size: int = 500
+    kid_subset_size: int = 1000
+    plot_dir: str | None = None
+    _distance: FeatureDistance | None = field(default=None, init=False, repr=False)
+
+    def __call__(self, module: Any, datamodule: Any, iteration: int) -> dict[str, float]:
+        if datamodule.kind == "image":
+            return self.image_metrics(module, datamodule)
+        if hasattr(datamodule, "modes"):
+            metrics = mode_metrics(module.generate(TOY_SAMPLES), datamodule.modes, datamodule.std)
+            return {**metrics, "val/primary": metrics["toy/reverse_kl"]}
+        return self.gaussian_1d(module, datamodule, iteration)
+
+    def image_metrics(self, module: Any, datamodule: Any) -> dict[str, float]:
+        if self.extractor is not None and not isinstance(self.extractor, nn.Module):
+            self.extractor = self.extractor(datamodule)
+            if self.extractor is None:
+                log.warning(
+                    "no %s features for %s: FID/KID skipped (try eval=inception)",
+                    self.extractor_name,
+                    type(datamodule).__name__,
+                )
+        if self.extractor is None:
+            return {}
+        device = module.fixed_z.device
+        if self._distance is None:  # real statistics once per run
+            self._distance = FeatureDistance(self.extractor.to(device), self.kid_subset_size)
+            self._distance.to(device)
+            self._distance.add_real(
+                datamodule.real_samples(self.num_real, "train"), self.batch_size
+            )
+        fake = module.generate(self.num_fake, batch_size=self.batch_size)
+        scores = self._distance.compute_fake(fake, self.batch_size)
+        name = self.extractor_name
+        return {
+            f"val/fid_{name}": scores["fid"],
+            f"val/kid_{name}": scores["kid"],
+            "val/primary": scores["fid"],
+        }
+
+    def gaussian_1d(self, module: Any, datamodule: Any, iteration: int) -> dict[str, float]:
+        samples = module.generate(20_000).flatten().double().cpu()
+        metrics = gaussian_1d_metrics(samples, datamodule.mean, datamodule.std)
+        lo = min(datamodule.mean - 5 * datamodule.std, samples.quantile(0.001).item())
+        hi = max(datamodule.mean + 5 * datamodule.std, samples.quantile(0.999).item())
+        x = torch.linspace(lo, hi, 2001, dtype=torch.float64)
+        discriminator = module.discriminator
+
+        @torch.inference_mode()
+        def d_prob(points: torch.Tensor) -> torch.Tensor:
+            was_training = discriminator.training
+            discriminator.eval()
+            param = next(discriminator.parameters())
+            out = torch.sigmoid(discriminator(points[:, None].to(param))).double().cpu()
+            discriminator.train(was_training)
+            return out
+
+        report = theory_report(
+            gaussian_density(datamodule.mean, datamodule.std), kde_density(samples), x, d_prob
+        )
+        if self.plot_dir is not None:
+            plot_theory(
+                report,
+                Path(self.plot_dir) / f"iter_{iteration:07d}.png",
+                f"iteration {iteration}: JSD={report.jsd:.3f}",
+            )
+        return {
+            **metrics,
+            "theory/jsd": report.jsd,
+            "theory/value": report.value_d,
+            "theory/value_d_star": report.value_d_star,
+            "theory/d_vs_dstar_max_err": report.d_vs_dstar_max_err,
+            "val/primary": metrics["toy/wasserstein"],
+        }

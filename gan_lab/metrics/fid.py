@@ -1,0 +1,51 @@
+"""FID and KID (torchmetrics) on any feature extractor, real statistics computed once."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+
+class FeatureDistance:
+    """FID + KID between real and generated images on one extractor's features.
+
+    Real features are added once (``add_real``) and kept across ``compute_fake`` calls.
+    """
+
+    def __init__(self, extractor: nn.Module, kid_subset_size: int = 1000) -> None:
+        self.extractor = extractor.eval()
+        self.fid = FrechetInceptionDistance(feature=self.extractor, reset_real_features=False)
+        self.kid = KernelInceptionDistance(
+            feature=self.extractor, reset_real_features=False, subset_size=kid_subset_size
+        )
+        self.kid_subset_size = kid_subset_size
+        self.num_real = 0
+
+    def to(self, device: torch.device) -> FeatureDistance:
+        self.fid, self.kid = self.fid.to(device), self.kid.to(device)
+        return self
+
+    @torch.inference_mode()
+    def add_real(self, images: Tensor, batch_size: int = 500) -> None:
+        for batch in images.split(batch_size):
+            self._update(batch, real=True)
+        self.num_real += len(images)
+
+    @torch.inference_mode()
+    def compute_fake(self, images: Tensor, batch_size: int = 500) -> dict[str, float]:
+        """FID and KID (mean) of ``images`` against the stored real features."""
+        self.fid.reset()
+        self.kid.reset()
+        for batch in images.split(batch_size):
+            self._update(batch, real=False)
+        # KID's subsets cannot be larger than the smaller sample set.
+        self.kid.subset_size = min(self.kid_subset_size, self.num_real, len(images))
+        kid_mean, _ = self.kid.compute()
+        return {"fid": float(self.fid.compute()), "kid": float(kid_mean)}
+
+    def _update(self, images: Tensor, real: bool) -> None:
+        images = images.to(self.fid.device)
+        self.fid.update(images, real=real)
+        self.kid.update(images, real=real)
