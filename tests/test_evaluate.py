@@ -1,0 +1,65 @@
+"""Metrics during training and `gan_lab.evaluate` on the checkpoints it leaves."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from gan_lab.evaluate import evaluate
+from gan_lab.train import train
+
+DIGITS = [
+    "experiment=digits_dcgan",
+    "model.g.base_channels=8",
+    "model.d.base_channels=8",
+    "prior.dim=16",
+    "train.iterations=20",
+    "eval.every_n_iterations=10",
+    "eval.evaluator.num_real=500",
+    "eval.evaluator.num_fake=500",
+    "eval.evaluator.kid_subset_size=100",
+    "train.checkpoint_every=10",
+    "callbacks=default",
+]
+
+
+def test_image_run_logs_classifier_fid_and_evaluate_recomputes_it(make_config, tmp_path):
+    metrics = train(make_config(*DIGITS))
+    assert metrics["val/fid_classifier"] > 0 and "val/kid_classifier" in metrics
+    assert "val/fid_inception" not in metrics  # classifier features are never called Inception
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+
+    result = evaluate(ckpt, ["eval.evaluator.num_fake=300"], save_samples=64)
+    written = json.loads((tmp_path / "checkpoints" / "metrics.json").read_text())
+    assert written["val/fid_classifier"] == result["val/fid_classifier"] > 0
+    assert written["iteration"] == 20
+    samples = np.load(tmp_path / "checkpoints" / "samples.npz")["samples"]
+    assert samples.shape == (64, 1, 8, 8) and samples.min() >= -1 and samples.max() <= 1
+    assert (tmp_path / "checkpoints" / "samples.png").is_file()
+
+
+def test_toy_run_logs_mode_metrics_and_1d_run_logs_theory(make_config, tmp_path):
+    ring = train(
+        make_config(
+            "experiment=ring_mlp",
+            "train.iterations=20",
+            "eval.every_n_iterations=10",
+            "callbacks=default",
+        )
+    )
+    assert 0 <= ring["toy/modes"] <= 8 and "toy/reverse_kl" in ring
+    assert ring["val/primary"] == ring["toy/reverse_kl"]
+    gauss = train(
+        make_config(
+            "experiment=gaussian1d_mlp",
+            "train.iterations=20",
+            "eval.every_n_iterations=10",
+            "callbacks=default",
+        )
+    )
+    for key in ("theory/jsd", "theory/value", "theory/d_vs_dstar_max_err", "toy/wasserstein"):
+        assert key in gauss
+    assert gauss["theory/value"] <= gauss["theory/value_d_star"] + 1e-6  # D* maximises V
+    assert (tmp_path / "theory" / "iter_0000020.png").is_file()
