@@ -90,7 +90,7 @@ class ClassifierFeatures(nn.Module):
         """The committed classifier of the datamodule's dataset (``FashionMNIST`` ->
         ``weights/fashion_mnist_classifier.pt``), or None when the dataset has none."""
         if weights is None:
-            name = re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", type(datamodule).__name__).lower()
+            name = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", type(datamodule).__name__).lower()
             path = classifier_weights_for(name)
             if not path.is_file():
                 return None
