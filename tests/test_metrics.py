@@ -96,3 +96,10 @@ def test_inception_without_weights_offline_fails_fast(tmp_path, monkeypatch):
         InceptionFeatures()
     assert time.monotonic() - start < 5  # fails at once; it never tries the network
     assert "eval.inception_weights" in str(error.value) or "weights_path" in str(error.value)
+
+
+def test_each_dataset_finds_its_committed_classifier():
+    from gan_lab.data.images import FashionMNIST
+
+    for datamodule in (FashionMNIST(), Digits()):
+        assert isinstance(ClassifierFeatures.for_data(datamodule), ClassifierFeatures)
