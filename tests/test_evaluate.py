@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -21,6 +22,7 @@ DIGITS = [
     "eval.evaluator.kid_subset_size=100",
     "train.checkpoint_every=10",
     "callbacks=default",
+    "logger=csv",
 ]
 
 
@@ -30,6 +32,9 @@ def test_image_run_logs_classifier_fid_and_evaluate_recomputes_it(make_config, t
     assert "val/fid_inception" not in metrics  # classifier features are never called Inception
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    fid_rows = [row for row in rows if row.get("val/fid_classifier")]
+    assert len(fid_rows) == 2  # iterations 10 and 20, each logged once
 
     result = evaluate(ckpt, ["eval.evaluator.num_fake=300"], save_samples=64)
     written = json.loads((tmp_path / "checkpoints" / "metrics.json").read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 
 from gan_lab.metrics.evaluation import Evaluator
 
@@ -29,5 +30,9 @@ class Evaluation(L.Callback):
         if not trainer.is_global_zero:
             return
         metrics = self.evaluator(pl_module, trainer.datamodule, iteration)
-        if metrics:
-            pl_module.log_dict(metrics, on_step=True, on_epoch=False, rank_zero_only=True)
+        # Straight to the loggers, once: values logged with self.log from a callback would be
+        # re-sent at every later logging step. callback_metrics feeds checkpoint selection.
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
