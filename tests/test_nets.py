@@ -1,0 +1,41 @@
+"""Shapes of every net at every supported size, and DCGAN's initialisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from gan_lab.nets.dcgan import SUPPORTED_RESOLUTIONS, DCGANDiscriminator, DCGANGenerator
+from gan_lab.nets.mlp import MLPDiscriminator, MLPGenerator
+
+
+@pytest.mark.parametrize("resolution", SUPPORTED_RESOLUTIONS)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dcgan_shapes(resolution, channels):
+    shape = (channels, resolution, resolution)
+    generator = DCGANGenerator(latent_dim=8, sample_shape=shape, base_channels=4)
+    images = generator(torch.randn(3, 8))
+    assert images.shape == (3, *shape) and images.abs().max() <= 1
+    assert DCGANDiscriminator(shape, base_channels=4)(images).shape == (3,)
+
+
+def test_dcgan_rejects_unsupported_resolution():
+    with pytest.raises(ValueError, match="resolution 20"):
+        DCGANGenerator(8, (1, 20, 20))
+
+
+def test_dcgan_init_follows_radford():
+    generator = DCGANGenerator(latent_dim=64, sample_shape=(1, 64, 64), base_channels=32)
+    conv_weights = torch.cat(
+        [m.weight.flatten() for m in generator.modules() if isinstance(m, nn.ConvTranspose2d)]
+    )
+    assert conv_weights.std().item() == pytest.approx(0.02, abs=0.002)
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 8, 8)])
+def test_mlp_shapes(shape):
+    generator = MLPGenerator(latent_dim=4, sample_shape=shape, hidden=(8,), output_tanh=True)
+    x = generator(torch.randn(5, 4))
+    assert x.shape == (5, *shape)
+    assert MLPDiscriminator(shape, hidden=(8,))(x).shape == (5,)
