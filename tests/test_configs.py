@@ -18,6 +18,12 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
+def test_experiment_values_win_over_root_defaults(make_config):
+    cfg = make_config("experiment=ring_mlp", quick=False)
+    assert cfg.train.iterations == 5000 and cfg.prior.dim == 2
+    assert make_config("experiment=ring_mlp", "train.iterations=7").train.iterations == 7
+
+
 @pytest.mark.parametrize("experiment", _options("experiment"))
 def test_every_experiment_composes_and_builds(make_config, experiment):
     cfg = make_config(f"experiment={experiment}")
