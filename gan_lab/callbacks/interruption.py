@@ -18,6 +18,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from gan_lab.callbacks.checkpoint import IterationCheckpoint
 
@@ -52,22 +53,34 @@ class Interruption(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
         if self.signal_name is None and trainer.received_sigterm:
             self.signal_name = "SIGTERM"
-        if self.signal_name is None or getattr(pl_module, "stop_reason", None) == "interrupted":
+        if self.signal_name is not None:
+            self._save_and_stop(trainer, pl_module)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: Any, exception: BaseException) -> None:
+        # SIGTERM that arrived after this callback's on_train_batch_end (e.g. during a slow
+        # callback): Lightning raises at the end of that same iteration, still a clean boundary.
+        if isinstance(exception, SIGTERMException):
+            self.signal_name = "SIGTERM"
+            self._save_and_stop(trainer, pl_module)
+
+    def _save_and_stop(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if getattr(pl_module, "stop_reason", None) == "interrupted":
             return
         pl_module.stop_reason = "interrupted"
         trainer.should_stop = True  # also makes Lightning flush the loggers now
         checkpoints = [c for c in trainer.callbacks if isinstance(c, IterationCheckpoint)]
-        if checkpoints:
-            # Through the checkpoint callback, so it skips a save it already made this iteration
-            # and refuses diverged weights.
-            if pl_module.check_finite():
-                checkpoints[0].save(trainer, pl_module)
-            path = checkpoints[0].last_path
+        path = checkpoints[0].last_path if checkpoints else self.dirpath / "last.ckpt"
+        if not pl_module.check_finite():
+            saved = "not saved (non-finite weights; the last good checkpoint is kept)"
+        elif checkpoints:
+            # Through the checkpoint callback, so a save it already made this iteration is reused.
+            checkpoints[0].save(trainer, pl_module)
+            saved = f"saved {path}"
         else:
-            path = self.dirpath / "last.ckpt"
             trainer.save_checkpoint(path)
+            saved = f"saved {path}"
         print(
-            f"[gan_lab] {self.signal_name} at iteration {pl_module.iteration}: saved {path}; "
+            f"[gan_lab] {self.signal_name} at iteration {pl_module.iteration}: {saved}; "
             "resume with the same overrides plus ckpt_path=last hydra.run.dir=<this run dir>",
             file=sys.stderr,
         )
