@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -11,6 +12,8 @@ from torch import Tensor, nn
 
 from gan_lab.ema import EMA
 from gan_lab.losses import GANLoss, value_function
+from gan_lab.nan_guard import NonFiniteGuard
+from gan_lab.rng_state import capture_rng_state, restore_rng_state
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -37,6 +40,7 @@ class GANModule(L.LightningModule):
         ema_decay: float | None = None,
         num_fixed_samples: int = 64,
         config: dict | None = None,
+        nan_guard: NonFiniteGuard | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -54,6 +58,9 @@ class GANModule(L.LightningModule):
         # A fixed z makes successive sample grids comparable; a buffer so resume keeps it.
         self.register_buffer("fixed_z", prior.sample(num_fixed_samples))
         self.iteration = 0
+        self.nan_guard = nan_guard or NonFiniteGuard()
+        # Why training ended early: None, "non-finite", "max-skips" or "interrupted".
+        self.stop_reason: str | None = None
 
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -78,6 +85,10 @@ class GANModule(L.LightningModule):
         stats = {key: torch.stack([s[key] for s in d_stats]).mean() for key in d_stats[0]}
         stats["train/g_loss"] = g_loss
         stats["train/iteration"] = float(self.iteration)
+        if self.nan_guard.due(self.iteration):
+            self.check_finite()
+        if self.nan_guard.on_nan == "skip":
+            stats["train/skipped"] = float(self.nan_guard.skipped)
         self.log_dict(stats, on_step=True, on_epoch=False, prog_bar=False)
 
     def discriminator_step(self, real: Tensor, optimizer: Any) -> dict[str, Tensor]:
@@ -97,7 +108,8 @@ class GANModule(L.LightningModule):
                 )
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(total)
-            optimizer.step()
+            if self.nan_guard.allow_step("d_loss", total.detach(), self.iteration + 1):
+                optimizer.step()
             self.loss.after_d_step(self.discriminator)
         real_logits, fake_logits = real_logits.detach(), fake_logits.detach()
         return {
@@ -114,10 +126,28 @@ class GANModule(L.LightningModule):
             loss = self.loss.g_loss(self.discriminator(fake))
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
-            optimizer.step()
+            if self.nan_guard.allow_step("g_loss", loss.detach(), self.iteration + 1):
+                optimizer.step()
         if self.generator_ema is not None:
             self.generator_ema.update(self.generator)
         return loss.detach()
+
+    def check_finite(self) -> bool:
+        """Run the non-finite guard now (one host sync); False: the weights are not to be saved.
+
+        On failure the trainer stops cleanly after this iteration; checkpoint callbacks call this
+        before writing so a diverged model never replaces the last good checkpoint.
+        """
+        if self.stop_reason is None and not self.nan_guard.check():
+            self.stop_reason = "non-finite" if self.nan_guard.on_nan == "stop" else "max-skips"
+            print(f"\n[gan_lab] {self.nan_guard.stop_message}", file=sys.stderr)
+            if self._trainer is not None:
+                self.trainer.should_stop = True
+        return self.stop_reason != "non-finite"
+
+    def on_train_end(self) -> None:
+        # The final check, for losses that went non-finite since the last periodic one.
+        self.check_finite()
 
     # ------------------------------------------------------------------ sampling
     @property
@@ -143,7 +173,17 @@ class GANModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoint state
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["gan_lab"] = {"iteration": self.iteration, "config": self.config}
+        checkpoint["gan_lab"] = {
+            "iteration": self.iteration,
+            "config": self.config,
+            "skipped": self.nan_guard.skipped,
+            # Noise z comes from torch's global RNG, which Lightning does not checkpoint.
+            "rng": capture_rng_state(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.iteration = checkpoint.get("gan_lab", {}).get("iteration", 0)
+        state = checkpoint.get("gan_lab", {})
+        self.iteration = state.get("iteration", 0)
+        self.nan_guard.skipped = state.get("skipped", 0)
+        if "rng" in state:
+            restore_rng_state(state["rng"])

@@ -16,6 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 import gan_lab.config  # noqa: F401 - registers the run schema with Hydra's ConfigStore
 from gan_lab.checkpoint_io import AtomicCheckpointIO
 from gan_lab.gan_module import GANModule
+from gan_lab.nan_guard import NonFiniteGuard
+from gan_lab.resume import exit_on_sigterm, finished_metrics, mark_done
+from gan_lab.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,7 @@ def build_module(cfg: DictConfig, sample_shape: tuple[int, ...]) -> GANModule:
         ema_decay=cfg.train.ema_decay,
         num_fixed_samples=cfg.train.num_fixed_samples,
         config=OmegaConf.to_container(cfg, resolve=True),
+        nan_guard=NonFiniteGuard(cfg.train.on_nan, cfg.train.nan_check_every, cfg.train.max_skips),
     )
 
 
@@ -94,11 +98,13 @@ def fit(cfg: DictConfig) -> Run:
     """Fit one GAN as the config says."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
+    validate(cfg, datamodule)
     module = build_module(cfg, datamodule.sample_shape)
     trainer = build_trainer(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+    with exit_on_sigterm():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
     _finish_wandb()
     return Run(trainer, module, datamodule, metrics)
@@ -114,9 +120,13 @@ def _finish_wandb() -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, print where the results went, return the final logged metrics."""
+    if (metrics := finished_metrics(cfg)) is not None:
+        return metrics
     run = fit(cfg)
     if run.trainer.is_global_zero:
         _report(cfg, run.metrics)
+        if run.module.stop_reason is None:
+            mark_done(cfg, run.metrics)
     return run.metrics
 
 

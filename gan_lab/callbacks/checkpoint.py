@@ -10,6 +10,12 @@ import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 
 
+def _weights_finite(pl_module: Any) -> bool:
+    # Runs the module's non-finite guard first: diverged weights never replace a good checkpoint.
+    check = getattr(pl_module, "check_finite", None)
+    return check() if check is not None else getattr(pl_module, "stop_reason", None) != "non-finite"
+
+
 class IterationCheckpoint(Checkpoint):
     """Saves ``last.ckpt`` every ``every_n_iterations`` and at the end, plus periodic/best files.
 
@@ -46,14 +52,12 @@ class IterationCheckpoint(Checkpoint):
         if trainer.sanity_checking:
             return
         self._save_best(trainer)  # as soon as a new metric value arrives, not only on cadence
-        if pl_module.iteration % self.every_n_iterations == 0:
+        if pl_module.iteration % self.every_n_iterations == 0 and _weights_finite(pl_module):
             self.save(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        if getattr(pl_module, "stop_reason", None) == "non-finite":
-            # Never overwrite the last good checkpoint with diverged weights.
-            return
-        self.save(trainer, pl_module)
+        if _weights_finite(pl_module):
+            self.save(trainer, pl_module)
 
     def save(self, trainer: L.Trainer, pl_module: Any) -> None:
         """Write last (and periodic / best) checkpoints for the current iteration."""

@@ -7,8 +7,10 @@ from collections.abc import Iterable
 import lightning as L
 from torch import Tensor
 
-# Lightning's prefetching fetcher pulls one batch ahead of training; streams rewind by this
-# many batches in ``state_dict`` so a resumed run sees exactly the batches it would have seen.
+# Lightning's prefetching fetcher pulls one batch ahead of training when the loader has no
+# length; streams rewind by this many batches in ``state_dict`` so a resumed run sees exactly the
+# batches it would have seen. An int ``limit_train_batches`` (as gan_lab.train sets) gives the
+# loader a length, and then Lightning does not prefetch (``_PrefetchDataFetcher.__iter__``).
 LIGHTNING_PREFETCH = 1
 
 SPLITS = ("train", "val", "test")
@@ -40,6 +42,13 @@ class GANDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> Iterable[Tensor]:
         raise NotImplementedError
+
+    def prefetch_lag(self) -> int:
+        """Batches Lightning fetches ahead of the one being trained on (see LIGHTNING_PREFETCH)."""
+        trainer = self.trainer
+        if trainer is not None and isinstance(trainer.limit_train_batches, int):
+            return 0
+        return LIGHTNING_PREFETCH
 
     def real_samples(self, n: int, split: str = "train") -> Tensor:
         """``n`` real samples ``(n, *sample_shape)``, deterministic given ``seed`` and split."""

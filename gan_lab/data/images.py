@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
-from gan_lab.data.base import LIGHTNING_PREFETCH, GANDataModule
+from gan_lab.data.base import GANDataModule
 from gan_lab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, REGET_HINT, read_idx
 from gan_lab.data.streams import LoaderStream, TensorBatchStream, to_unit_range
 
@@ -165,7 +165,7 @@ class ImageDataModule(GANDataModule):
                 self.batch_size,
                 self.batches_per_step,
                 self.seed,
-                lag=LIGHTNING_PREFETCH,
+                lag=self.prefetch_lag(),
             )
         return LoaderStream(
             self._dataset("train"),

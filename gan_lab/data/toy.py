@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from gan_lab.data.base import LIGHTNING_PREFETCH, GANDataModule
+from gan_lab.data.base import GANDataModule
 from gan_lab.data.streams import SamplerStream
 
 
@@ -29,7 +29,7 @@ class ToyDataModule(GANDataModule):
 
     def train_dataloader(self) -> SamplerStream:
         return SamplerStream(
-            self.sample, self.batch_size, self.batches_per_step, self.seed, lag=LIGHTNING_PREFETCH
+            self.sample, self.batch_size, self.batches_per_step, self.seed, lag=self.prefetch_lag()
         )
 
     def real_samples(self, n: int, split: str = "train") -> Tensor:

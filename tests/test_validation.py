@@ -1,0 +1,94 @@
+"""Bad configs fail at start-up, before any training, with a message naming key and rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from gan_lab.gan_module import GANModule
+from gan_lab.train import fit
+from gan_lab.validation import ConfigError, validate
+
+TOY = ["experiment=ring_mlp", "model.g.hidden=[8]", "model.d.hidden=[8]", "data.batch_size=8"]
+DIGITS_DCGAN = ["experiment=digits_dcgan", "model.g.base_channels=4", "model.d.base_channels=4"]
+
+# (overrides, key expected in the message, rule expected in the message)
+BAD = [
+    ([*TOY, "optimizer.g.lr=0"], "optimizer.g.lr=0", "must be > 0"),
+    ([*TOY, "optimizer.d.lr=-0.001"], "optimizer.d.lr=-0.001", "must be > 0"),
+    ([*TOY, "train.k_d_steps=0"], "train.k_d_steps=0", "must be >= 1"),
+    ([*TOY, "train.iterations=0"], "train.iterations=0", "must be >= 1"),
+    ([*TOY, "train.log_every=0"], "train.log_every=0", "must be >= 1"),
+    ([*TOY, "train.checkpoint_every=-5"], "train.checkpoint_every=-5", "must be >= 1"),
+    ([*TOY, "train.nan_check_every=0"], "train.nan_check_every=0", "must be >= 1"),
+    ([*TOY, "prior.dim=0"], "prior.dim=0", "latent dimension must be an integer > 0"),
+    (
+        [*TOY, "loss=wasserstein", "loss.clip=null"],
+        "loss.clip=None",
+        "set loss.clip > 0 or regularizer=gradient_penalty",
+    ),
+    ([*TOY, "train.on_nan=ignore"], "train.on_nan=ignore", "must be one of stop, skip"),
+    ([*TOY, "train.ema_decay=1.5"], "train.ema_decay=1.5", "must be in (0, 1)"),
+    ([*TOY, "model.d.pack=3"], "model.d.pack=3", "divide data.batch_size=8"),
+    ([*TOY, "data.batch_size=0"], "data.batch_size=0", "must be >= 1"),
+    (
+        [*DIGITS_DCGAN, "data.batch_size=1000", "train.k_d_steps=2"],
+        "data.batch_size=1000",
+        "train.k_d_steps * data.batch_size = 2000 must be <= the 1438 training images",
+    ),
+    (
+        [*DIGITS_DCGAN, "data.resolution=24"],
+        "data.resolution=24",
+        "DCGAN supports resolutions 8, 16, 28, 32, 64",
+    ),
+    (
+        [*DIGITS_DCGAN, "+model.g.channels=3"],
+        "model.g.channels=3",
+        "must match the data's 1 channels",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key", "rule"), BAD, ids=[b[1] for b in BAD])
+def test_bad_config_fails_before_training(make_config, monkeypatch, overrides, key, rule):
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started although the config is invalid")
+
+    monkeypatch.setattr(GANModule, "training_step", no_training)
+    cfg = make_config(*overrides, "logger=csv", "callbacks=default")
+    with pytest.raises(ConfigError) as error:
+        fit(cfg)
+    message = str(error.value)
+    assert message.startswith(key + ":"), message
+    assert rule in message
+    assert "\n" not in message
+    written = {p.name for p in Path(cfg.paths.output_dir).rglob("*")}
+    assert not written & {"metrics.csv", "last.ckpt"}, written
+
+
+def test_good_configs_pass(make_config):
+    for overrides in (
+        TOY,
+        DIGITS_DCGAN,
+        [*TOY, "loss=wasserstein", "loss.clip=null", "regularizer=gradient_penalty"],
+    ):
+        validate(make_config(*overrides))
+
+
+def test_hydra_rejects_unknown_option_listing_choices(make_config):
+    with pytest.raises(ConfigCompositionException) as error:
+        make_config("loss=hingee")
+    message = str(error.value)
+    assert "hingee" in message and "Available options" in message and "non_saturating" in message
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [("train.iteratons=5", "iteratons"), ("train.iterations=many", "train.iterations")],
+)
+def test_hydra_rejects_unknown_key_and_wrong_type(make_config, override, needle):
+    with pytest.raises(ConfigCompositionException) as error:
+        make_config(override)
+    assert needle in str(error.value) or needle in str(error.value.__cause__)
