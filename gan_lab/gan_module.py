@@ -82,14 +82,26 @@ class GANModule(L.LightningModule):
         g_loss = self.generator_step(batch.shape[1], optimizer_g)
         self.iteration += 1
 
+        if self.nan_guard.due(self.iteration):
+            self.check_finite()
+        if not self._is_log_step():
+            return
         stats = {key: torch.stack([s[key] for s in d_stats]).mean() for key in d_stats[0]}
         stats["train/g_loss"] = g_loss
         stats["train/iteration"] = float(self.iteration)
-        if self.nan_guard.due(self.iteration):
-            self.check_finite()
         if self.nan_guard.on_nan == "skip":
             stats["train/skipped"] = float(self.nan_guard.skipped)
         self.log_dict(stats, on_step=True, on_epoch=False, prog_bar=False)
+
+    def _is_log_step(self) -> bool:
+        # Lightning sends on-step values to the loggers every log_every_n_steps iterations only;
+        # logging in between costs Python time per key (and host syncs on GPU) for nothing.
+        # The last iteration always logs, so the final losses reach callback_metrics.
+        trainer = self.trainer
+        return (
+            self.iteration % trainer.log_every_n_steps == 0
+            or self.iteration >= trainer.num_training_batches
+        )
 
     def discriminator_step(self, real: Tensor, optimizer: Any) -> dict[str, Tensor]:
         """One D update on a real minibatch and fresh noise; G's parameters get no gradient."""
