@@ -121,15 +121,18 @@ def run_plain(cfg, iterations: int, warmup: int, device: str) -> float:
     return time.perf_counter() - start
 
 
-def bench_training(name: str, overrides: list[str], repeats: int, iterations: int, warmup: int,
-                   device: str) -> dict:
+def bench_training(
+    name: str, overrides: list[str], repeats: int, iterations: int, warmup: int, device: str
+) -> dict:
     with tempfile.TemporaryDirectory() as out:
         cfg = make_config(overrides, out, device)
         batch = cfg.data.batch_size * cfg.train.k_d_steps
         timed = iterations - warmup
         gan_lab_rates, plain_rates = [], []
         for _ in range(repeats):  # interleaved: A B A B ...
-            gan_lab_rates.append(batch * timed / run_gan_lab(copy.deepcopy(cfg), iterations, warmup))
+            gan_lab_rates.append(
+                batch * timed / run_gan_lab(copy.deepcopy(cfg), iterations, warmup)
+            )
             plain_rates.append(batch * timed / run_plain(cfg, iterations, warmup, device))
     gan_lab_median, plain_median = statistics.median(gan_lab_rates), statistics.median(plain_rates)
     return {
@@ -179,8 +182,10 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/cpu.json")
     args = parser.parse_args()
     repeats, iterations, warmup, n = (1, 4, 2, 200) if args.quick else (3, 60, 10, 10_000)
-    rows = [bench_training(name, ov, repeats, iterations, warmup, args.device)
-            for name, ov in WORKLOADS.items()]
+    rows = [
+        bench_training(name, ov, repeats, iterations, warmup, args.device)
+        for name, ov in WORKLOADS.items()
+    ]
     rows += [bench_sampling(n, args.device), bench_features(n, args.device)]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
@@ -190,14 +195,17 @@ def main() -> None:
         "torch": torch.__version__,
         "peak_rss_mb": round(peak_mb, 1),
         "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        if args.device == "cuda" else None,
+        if args.device == "cuda"
+        else None,
         "rows": rows,
     }
     print(f"{'workload':<28}{'gan_lab/s':>12}{'plain/s':>12}{'ratio':>8}")
     for row in rows:
         if "ratio" in row:
-            print(f"{row['workload']:<28}{row['gan_lab_samples_per_s']:>12}"
-                  f"{row['plain_samples_per_s']:>12}{row['ratio']:>8}")
+            print(
+                f"{row['workload']:<28}{row['gan_lab_samples_per_s']:>12}"
+                f"{row['plain_samples_per_s']:>12}{row['ratio']:>8}"
+            )
         else:
             print(f"{row['workload']:<28}{row['samples_per_s']:>12}")
     print(f"peak RSS {result['peak_rss_mb']} MB")
