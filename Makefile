@@ -46,5 +46,8 @@ format: setup
 	$(VENV)/bin/ruff format gan_lab tests benchmarks
 	$(VENV)/bin/ruff check --fix gan_lab tests benchmarks
 
+bench: setup
+	$(PY) -m benchmarks.bench --out benchmarks/results/$(if $(DEVICE),$(DEVICE),cpu).json $(if $(DEVICE),--device $(DEVICE),)
+
 clean:
 	rm -rf outputs multirun wandb .pytest_cache

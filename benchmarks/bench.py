@@ -92,7 +92,7 @@ def run_plain(cfg, iterations: int, warmup: int, device: str) -> float:
     module = build_module(cfg, datamodule.sample_shape)
     generator = copy.deepcopy(module.generator).to(device)
     discriminator = copy.deepcopy(module.discriminator).to(device)
-    loss, prior, k = module.loss, module.prior, cfg.train.k_d_steps
+    loss, prior = module.loss, module.prior
     optimizer_g = module.optimizer_g_factory(generator.parameters())
     optimizer_d = module.optimizer_d_factory(discriminator.parameters())
     datamodule.setup("fit")

@@ -40,6 +40,8 @@ class GANModule(L.LightningModule):
         ema_decay: float | None = None,
         num_fixed_samples: int = 64,
         config: dict | None = None,
+        compile: bool = False,
+        channels_last: bool = True,
         nan_guard: NonFiniteGuard | None = None,
     ) -> None:
         super().__init__()
@@ -58,9 +60,23 @@ class GANModule(L.LightningModule):
         # A fixed z makes successive sample grids comparable; a buffer so resume keeps it.
         self.register_buffer("fixed_z", prior.sample(num_fixed_samples))
         self.iteration = 0
+        self.compile_nets = compile
+        self.channels_last = channels_last
         self.nan_guard = nan_guard or NonFiniteGuard()
         # Why training ended early: None, "non-finite", "max-skips" or "interrupted".
         self.stop_reason: str | None = None
+
+    def configure_model(self) -> None:
+        # nn.Module.compile works in place, so state_dict keys (and checkpoints) stay the same.
+        if self.compile_nets:
+            self.generator.compile()
+            self.discriminator.compile()
+
+    def on_fit_start(self) -> None:
+        # channels_last lets cuDNN pick NHWC kernels for convs (tensor cores); no gain on CPU.
+        if self.channels_last and self.device.type == "cuda":
+            for net in (self.generator, self.discriminator):
+                net.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:

@@ -41,6 +41,8 @@ def build_module(cfg: DictConfig, sample_shape: tuple[int, ...]) -> GANModule:
         num_fixed_samples=cfg.train.num_fixed_samples,
         config=OmegaConf.to_container(cfg, resolve=True),
         nan_guard=NonFiniteGuard(cfg.train.on_nan, cfg.train.nan_check_every, cfg.train.max_skips),
+        compile=cfg.train.compile,
+        channels_last=cfg.train.channels_last,
     )
 
 
