@@ -33,6 +33,12 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 WORKLOADS = {
     "dcgan28_b64": ["experiment=fashion_dcgan", "data.batch_size=64"],
     "dcgan28_b128": ["experiment=fashion_dcgan", "data.batch_size=128"],
+    # The DataLoader path (data.in_memory=false) of the same run, to compare with the default.
+    "dcgan28_b64_dataloader": [
+        "experiment=fashion_dcgan",
+        "data.batch_size=64",
+        "data.in_memory=false",
+    ],
     "mlp_ring_b512": ["experiment=ring_mlp", "data.batch_size=512"],
 }
 
@@ -175,12 +181,12 @@ def bench_features(n: int, device: str) -> dict:
     return {"workload": f"fid_features_{n}_classifier", "samples_per_s": round(n / seconds, 1)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to test the harness")
     parser.add_argument("--out", default="benchmarks/results/cpu.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     repeats, iterations, warmup, n = (1, 4, 2, 200) if args.quick else (3, 60, 10, 10_000)
     rows = [
         bench_training(name, ov, repeats, iterations, warmup, args.device)
