@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to test the harness")
     parser.add_argument("--out", default="benchmarks/results/cpu.json")
     args = parser.parse_args(argv)
-    repeats, iterations, warmup, n = (1, 4, 2, 200) if args.quick else (3, 60, 10, 10_000)
+    repeats, iterations, warmup, n = (1, 4, 2, 200) if args.quick else (5, 110, 10, 10_000)
     rows = [
         bench_training(name, ov, repeats, iterations, warmup, args.device)
         for name, ov in WORKLOADS.items()
