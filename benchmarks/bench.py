@@ -148,6 +148,8 @@ def bench_training(
         "ratio": round(gan_lab_median / plain_median, 3),
         "repeats": repeats,
         "timed_iterations": timed,
+        "gan_lab_runs": [round(r, 1) for r in gan_lab_rates],
+        "plain_runs": [round(r, 1) for r in plain_rates],
     }
 
 
@@ -186,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to test the harness")
     parser.add_argument("--out", default="benchmarks/results/cpu.json")
+    parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--override", nargs="*", default=[], help="config overrides for every run")
     args = parser.parse_args(argv)
     repeats, iterations, warmup, n = (1, 4, 2, 200) if args.quick else (5, 110, 10, 10_000)
     rows = [
