@@ -144,8 +144,9 @@ def _report(cfg: DictConfig, metrics: dict[str, float]) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    train(cfg)
-    return None
+    """CLI entry; returns ``optimized_metric``'s final value so Hydra sweepers can optimise it."""
+    metrics = train(cfg)
+    return metrics.get(cfg.optimized_metric) if cfg.optimized_metric else None
 
 
 if __name__ == "__main__":

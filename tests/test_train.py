@@ -114,3 +114,16 @@ def test_gan_learns_1d_gaussian(make_config):
     samples = run.module.generate(20_000)
     assert abs(samples.mean().item() - run.datamodule.mean) < 0.1
     assert abs(samples.std().item() - run.datamodule.std) < 0.1
+
+
+def test_cli_entry_returns_the_optimized_metric(make_config):
+    from gan_lab.train import main
+
+    cfg = make_config(
+        "experiment=ring_mlp",
+        "callbacks=default",
+        "train.iterations=4",
+        "eval.every_n_iterations=4",
+    )
+    value = main.__wrapped__(cfg)
+    assert value is not None and value >= 0  # val/primary = toy/reverse_kl on ring
