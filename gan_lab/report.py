@@ -1,0 +1,130 @@
+"""Sweep report: ``python -m gan_lab.report MULTIRUN_DIR``.
+
+Collects every job's overrides (``.hydra/overrides.yaml``) and final metrics (``done``), groups
+jobs that differ only in ``seed`` and writes ``report.md``, ``report.csv`` (mean ± std over seeds)
+and ``report.png`` (the primary metric over iterations, one line per configuration) into the
+sweep directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+PRIMARY = "val/primary"
+
+
+def collect(sweep_dir: Path) -> list[dict]:
+    """One record per finished job: its overrides minus seed, seed, final metrics, run dir."""
+    jobs = []
+    for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml")):
+        run_dir = overrides_file.parent.parent
+        if not (run_dir / "done").is_file():
+            continue  # unfinished job: re-launch the sweep to resume it
+        overrides = yaml.safe_load(overrides_file.read_text()) or []
+        config = tuple(o for o in overrides if not o.startswith("seed="))
+        seed = next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), "0")
+        metrics = json.loads((run_dir / "done").read_text())
+        jobs.append({"config": " ".join(config), "seed": seed, "metrics": metrics, "dir": run_dir})
+    return jobs
+
+
+def summarise(jobs: list[dict]) -> tuple[list[str], list[dict]]:
+    """Rows of mean ± std per configuration, over the metrics every job reports."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for job in jobs:
+        groups[job["config"]].append(job)
+    keys = sorted(
+        {k for job in jobs for k in job["metrics"] if k.startswith(("val/", "toy/", "theory/"))}
+    )
+    rows = []
+    for config, members in groups.items():
+        row: dict = {"config": config or "(defaults)", "seeds": len(members)}
+        for key in keys:
+            values = [float(m["metrics"][key]) for m in members if key in m["metrics"]]
+            row[key] = (
+                statistics.mean(values),
+                statistics.stdev(values) if len(values) > 1 else 0.0,
+            )
+        rows.append(row)
+    rows.sort(key=lambda r: r.get(PRIMARY, (float("inf"), 0))[0])
+    return keys, rows
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    # A job with no high-quality toy sample has reverse KL = inf: keep it visible, not an error.
+    if not all(math.isfinite(v) for v in values):
+        return math.inf, math.nan
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def write_report(sweep_dir: Path) -> str:
+    """Write report.md / report.csv / report.png; returns the Markdown table."""
+    jobs = collect(sweep_dir)
+    if not jobs:
+        raise FileNotFoundError(f"no finished jobs (with a 'done' file) under {sweep_dir}")
+    keys, rows = summarise(jobs)
+    header = ["config", "seeds", *keys]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["config"], str(row["seeds"])]
+        cells += [f"{row[k][0]:.4g} ± {row[k][1]:.2g}" if k in row else "" for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines) + "\n"
+    (sweep_dir / "report.md").write_text(f"# Sweep report: {sweep_dir}\n\n{table}")
+    with (sweep_dir / "report.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["config", "seeds"] + [f"{k} {s}" for k in keys for s in ("mean", "std")])
+        for row in rows:
+            cells = [row["config"], row["seeds"]]
+            for k in keys:
+                cells += list(row[k]) if k in row else ["", ""]
+            writer.writerow(cells)
+    _plot(jobs, sweep_dir / "report.png")
+    return table
+
+
+def _plot(jobs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    colors: dict[str, str] = {}
+    for job in jobs:
+        metrics_csv = job["dir"] / "metrics.csv"
+        if not metrics_csv.is_file():
+            continue
+        points = [
+            (int(row["step"]) + 1, float(row[PRIMARY]))
+            for row in csv.DictReader(metrics_csv.open())
+            if row.get(PRIMARY)
+        ]
+        if points:
+            label = job["config"] if job["config"] not in colors else None
+            line = ax.plot(*zip(*points), marker="o", label=label, color=colors.get(job["config"]))
+            colors.setdefault(job["config"], line[0].get_color())
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(PRIMARY)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m gan_lab.report MULTIRUN_DIR")
+    print(write_report(Path(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()
