@@ -49,13 +49,17 @@ def summarise(jobs: list[dict]) -> tuple[list[str], list[dict]]:
         row: dict = {"config": config or "(defaults)", "seeds": len(members)}
         for key in keys:
             values = [float(m["metrics"][key]) for m in members if key in m["metrics"]]
-            row[key] = (
-                statistics.mean(values),
-                statistics.stdev(values) if len(values) > 1 else 0.0,
-            )
+            row[key] = _mean_std(values)
         rows.append(row)
     rows.sort(key=lambda r: r.get(PRIMARY, (float("inf"), 0))[0])
     return keys, rows
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    # A job with no high-quality toy sample has reverse KL = inf: keep it visible, not an error.
+    if not all(math.isfinite(v) for v in values):
+        return math.inf, math.nan
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
