@@ -7,7 +7,7 @@ PYTEST_MARK := $(if $(filter true 1,$(CI)),,-m "not slow")
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: setup data train test test-full lint format bench clean
+.PHONY: setup data train test test-full lint format bench sweep clean
 
 setup: $(STAMP) data
 
@@ -48,6 +48,14 @@ format: setup
 
 bench: setup
 	$(PY) -m benchmarks.bench --out benchmarks/results/$(if $(DEVICE),$(DEVICE),cpu).json $(if $(DEVICE),--device $(DEVICE),)
+
+# A small CPU study: 3 losses x 2 seeds on the ring, 2 jobs in parallel (joblib), then the report.
+SWEEP_DIR ?= multirun/sweep_$(shell date +%Y-%m-%d_%H-%M-%S)
+sweep: setup
+	$(PY) -m gan_lab.train -m hydra/launcher=local_parallel experiment=ring_mlp \
+		loss=minimax,non_saturating,hinge seed=0,1 train.iterations=1500 \
+		eval.every_n_iterations=500 trainer.enable_progress_bar=false hydra.sweep.dir=$(SWEEP_DIR)
+	$(PY) -m gan_lab.report $(SWEEP_DIR)
 
 clean:
 	rm -rf outputs multirun wandb .pytest_cache
