@@ -73,6 +73,9 @@ class GANModule(L.LightningModule):
             self.discriminator.compile()
 
     def on_fit_start(self) -> None:
+        if self.trainer.world_size > 1:
+            # Every rank was seeded alike; offset the noise so ranks draw different z.
+            torch.manual_seed(torch.initial_seed() + 7919 * self.global_rank)
         # channels_last lets cuDNN pick NHWC kernels for convs (tensor cores); no gain on CPU.
         if self.channels_last and self.device.type == "cuda":
             for net in (self.generator, self.discriminator):
@@ -107,7 +110,9 @@ class GANModule(L.LightningModule):
         stats["train/iteration"] = float(self.iteration)
         if self.nan_guard.on_nan == "skip":
             stats["train/skipped"] = float(self.nan_guard.skipped)
-        self.log_dict(stats, on_step=True, on_epoch=False, prog_bar=False)
+        # Under DDP the logged values are rank means; logging only on log steps keeps the
+        # all-reduce off the other iterations.
+        self.log_dict(stats, on_step=True, on_epoch=False, sync_dist=self.trainer.world_size > 1)
 
     def _is_log_step(self) -> bool:
         # Lightning sends on-step values to the loggers every log_every_n_steps iterations only;

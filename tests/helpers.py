@@ -21,3 +21,32 @@ class Throttle(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
         self.progress_file.write_text(str(pl_module.iteration))
         time.sleep(self.seconds)
+
+
+class DumpRank(Callback):
+    """Saves each rank's final weights and its local (un-reduced) G losses to
+    ``<dirpath>/rank<r>.pt``, so a DDP test can compare ranks."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+        self.g_losses: list[float] = []
+
+    def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
+        step = pl_module.generator_step
+
+        def recording_step(*args: Any) -> Any:
+            loss = step(*args)
+            self.g_losses.append(float(loss))
+            return loss
+
+        pl_module.generator_step = recording_step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        import torch
+
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in pl_module.state_dict().items()}
+        torch.save(
+            {"state_dict": state, "g_losses": self.g_losses},
+            self.dirpath / f"rank{trainer.global_rank}.pt",
+        )

@@ -54,6 +54,12 @@ class GANDataModule(L.LightningDataModule):
         """``n`` real samples ``(n, *sample_shape)``, deterministic given ``seed`` and split."""
         raise NotImplementedError
 
+    def stream_seed(self) -> int:
+        """Seed of the training stream: under DDP each rank draws its own minibatches."""
+        trainer = getattr(self, "trainer", None)
+        rank = trainer.global_rank if trainer is not None else 0
+        return self.seed + 7919 * rank
+
     def _split_seed(self, split: str) -> int:
         # Distinct but reproducible streams per split, independent of the training stream.
         if split not in SPLITS:

@@ -164,14 +164,14 @@ class ImageDataModule(GANDataModule):
                 self.images("train"),
                 self.batch_size,
                 self.batches_per_step,
-                self.seed,
+                self.stream_seed(),
                 lag=self.prefetch_lag(),
             )
         return LoaderStream(
             self._dataset("train"),
             self.batch_size,
             self.batches_per_step,
-            self.seed,
+            self.stream_seed(),
             num_workers=self.num_workers,
         )
 

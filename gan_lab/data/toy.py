@@ -29,7 +29,11 @@ class ToyDataModule(GANDataModule):
 
     def train_dataloader(self) -> SamplerStream:
         return SamplerStream(
-            self.sample, self.batch_size, self.batches_per_step, self.seed, lag=self.prefetch_lag()
+            self.sample,
+            self.batch_size,
+            self.batches_per_step,
+            self.stream_seed(),
+            lag=self.prefetch_lag(),
         )
 
     def real_samples(self, n: int, split: str = "train") -> Tensor:
