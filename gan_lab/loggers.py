@@ -76,6 +76,26 @@ def _wandb_has_credentials() -> bool:
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
+def hydra_study_labels() -> dict[str, Any]:
+    """W&B labels for a study: jobs of one multirun share a group (the sweep folder's name), each
+    is named from its overrides, and tags carry the chosen loss/model/data/prior/optimizer."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    hydra = HydraConfig.get()
+    choices = hydra.runtime.choices
+    tags = [
+        f"{group}:{choices[group]}"
+        for group in ("loss", "model", "data", "prior")
+        if choices.get(group)
+    ]
+    labels: dict[str, Any] = {"tags": tags, "name": hydra.job.override_dirname or None}
+    if str(hydra.mode) == "RunMode.MULTIRUN":
+        labels["group"] = Path(hydra.sweep.dir).name
+    return labels
+
+
 def wandb_logger(
     save_dir: str,
     project: str = "gan_lab",
@@ -100,6 +120,10 @@ def wandb_logger(
     )
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     id = id or persistent_wandb_id(save_dir)
+    study = hydra_study_labels()
+    group = group or study.get("group")
+    name = name or study.get("name")
+    tags = [*(tags or []), *study.get("tags", [])]
     return WandbLogger(
         save_dir=save_dir,
         project=project,

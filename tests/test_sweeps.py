@@ -77,3 +77,25 @@ def test_slurm_launcher_preset_composes():
         cfg = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.signal_delay_s == 120
+
+
+def test_wandb_runs_of_a_sweep_share_a_group(tmp_path):
+    from wandb.proto import wandb_internal_pb2
+
+    from tests.test_loggers import _wandb_records
+
+    sweep = tmp_path / "study_losses_demo"
+    multirun(sweep, "logger=wandb", "loss=minimax,hinge")
+    runs = []
+    for path in sorted(sweep.glob("*/wandb/offline-run-*/run-*.wandb")):
+        for data in _wandb_records(path):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(data)
+            if record.WhichOneof("record_type") == "run":
+                runs.append(record.run)
+                break
+    assert len(runs) == 2
+    assert {run.run_group for run in runs} == {"study_losses_demo"}
+    names = [set(run.display_name.split(",")) for run in runs]  # Hydra's override_dirname
+    assert {"loss=minimax" in n for n in names} == {True, False}
+    assert all("data:ring" in run.tags and "model:mlp" in run.tags for run in runs)
