@@ -66,9 +66,13 @@ def test_optuna_finds_best_parameters(tmp_path):
     assert set(results["best_params"]) == {
         "optimizer.g.lr",
         "optimizer.d.lr",
+        "optimizer.g.betas",
+        "optimizer.d.betas",
         "train.k_d_steps",
         "loss",
     }
+    jobs = [yaml.safe_load(p.read_text()) for p in tmp_path.glob("*/.hydra/config.yaml")]
+    assert len(jobs) == 4 and all(len(job["optimizer"]["g"]["betas"]) == 2 for job in jobs)
     assert len(list(tmp_path.glob("*/done"))) == 4
 
 
