@@ -50,3 +50,23 @@ class DumpRank(Callback):
             {"state_dict": state, "g_losses": self.g_losses},
             self.dirpath / f"rank{trainer.global_rank}.pt",
         )
+
+
+def run_cli(*args: str, timeout: float = 600) -> Any:
+    """``python -m gan_lab.train ARGS`` in a subprocess from the repo root; fails the test with
+    the end of stderr unless it exits 0."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gan_lab.train", *args],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result

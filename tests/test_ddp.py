@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import run_cli
 
 
 @pytest.mark.slow
 def test_ddp_cpu_two_ranks_stay_in_sync(tmp_path):
     run_dir, dumps = tmp_path / "run", tmp_path / "dumps"
-    command = [
-        sys.executable,
-        "-m",
-        "gan_lab.train",
+    result = run_cli(
         "experiment=ring_mlp",
         "trainer=ddp_cpu",
         "model.g.hidden=[16]",
@@ -34,10 +27,8 @@ def test_ddp_cpu_two_ranks_stay_in_sync(tmp_path):
         f"hydra.run.dir={run_dir}",
         "+callbacks.dump._target_=tests.helpers.DumpRank",
         f"+callbacks.dump.dirpath={dumps}",
-    ]
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+        timeout=300,
+    )
     assert "not used in producing the loss" not in result.stderr
 
     rank0, rank1 = (torch.load(dumps / f"rank{r}.pt") for r in (0, 1))

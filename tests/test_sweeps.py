@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +9,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from gan_lab.report import write_report
+from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -25,20 +23,8 @@ TINY = [
 ]
 
 
-def multirun(sweep_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "gan_lab.train",
-        "-m",
-        *TINY,
-        *overrides,
-        f"hydra.sweep.dir={sweep_dir}",
-    ]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+def multirun(sweep_dir: Path, *overrides: str):
+    return run_cli("-m", *TINY, *overrides, f"hydra.sweep.dir={sweep_dir}")
 
 
 def test_report_groups_seeds(tmp_path):
