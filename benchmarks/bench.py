@@ -257,6 +257,7 @@ class DataPathWorkload:
     def __init__(self, overrides: list[str], args: argparse.Namespace) -> None:
         self.in_memory = TrainWorkload([*overrides, "data.in_memory=true"], args)
         self.loader = TrainWorkload([*overrides, "data.in_memory=false"], args)
+        self.cfg = self.in_memory.cfg
 
     def run_a(self) -> Measurement:
         return self.in_memory.run_a()
@@ -321,6 +322,7 @@ class FeatureWorkload:
         from gan_lab.metrics.fid import FeatureDistance
 
         self.n, self.device = args.num_images, torch.device(args.device)
+        self.cfg = compose_config(TRAINING["dcgan28_b64"], tempfile.mkdtemp(), args)
         weights = classifier_weights_for("fashion_mnist")
         self.extractor = ClassifierFeatures(weights).to(self.device)
         self.make_distance = lambda: FeatureDistance(ClassifierFeatures(weights)).to(self.device)
@@ -387,6 +389,10 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, Any]:
         runs[a].append(workload.run_a())
         runs[b].append(workload.run_b())
     row: dict[str, Any] = {"workload": name, "paths": [a, b]}
+    cfg = workload.cfg
+    row["batch_size"] = int(cfg.data.batch_size)
+    row["precision"] = str(cfg.trainer.precision)
+    row["compile"] = bool(cfg.train.compile)
     for path, measured in runs.items():
         kept = measured[1:]
         row[f"{path}_per_s"] = round(statistics.median(m.rate for m in kept), 1)
