@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks.bench import WORKLOADS, main
 
 
+@pytest.mark.slow  # every workload, ~30-60 s on 2 shared cores
 def test_bench_quick_writes_every_workload(tmp_path):
     out = tmp_path / "bench.json"
     main(["--quick", "--no-progress-bar", "--out", str(out)])
