@@ -1,226 +1,490 @@
-"""gan_lab's training path (GANModule + Lightning Trainer) against a plain PyTorch loop.
+"""``make bench``: gan_lab (GANModule + Lightning Trainer) against a plain PyTorch loop.
 
-    python -m benchmarks.bench [--quick] [--device cpu|cuda] [--out benchmarks/results/cpu.json]
+    python -m benchmarks.bench [--quick] [--device cpu|cuda] [--workloads ...] [--override k=v ...]
 
-Each training workload runs the same nets (same seed), losses, optimizers, batch size and
-in-memory data both ways, interleaved A B A B ...; the first `warmup` iterations of every run
-are not timed. Reported: median samples/s (real + fake images through D per iteration do not
-count; one "sample" = one real minibatch element of the iteration), the ratio gan_lab / plain,
-and the process's peak memory.
+Every workload runs two paths interleaved A B A B ... in one process; the first pair is warm-up
+and is discarded, the table reports medians of the rest.
+
+Training workloads: each repeat is one fresh ``Trainer.fit`` (gan_lab) or one fresh loop (plain)
+built from the same composed Hydra config and seed, so both start from identical networks and
+optimizers. Timed: from the start of iteration ``warmup`` to the end of the last iteration
+(gan_lab: ``on_train_batch_start`` of that batch to ``on_train_batch_end`` of the last, via
+``_StepTimer``). That includes all of Lightning's per-step work (data fetch, logging at
+``train.log_every``, the progress bar, hooks) but not the one-time setup of ``fit``. One
+"sample" is one element of a real minibatch (batch_size x k_d_steps per iteration).
+
+Inference workloads: sampling 10,000 images (``GANModule.generate``) and FID features of 10,000
+images (``FeatureDistance.add_real``, what evaluation runs) against hand-written batched loops.
+
+Peak memory per path: the largest RSS seen by a 5 ms sampler while the path ran (CPU), or
+``torch.cuda.max_memory_allocated`` (CUDA).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
+import os
 import platform
-import resource
 import statistics
+import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
-import gan_lab.config  # noqa: F401 - registers the schema
+import gan_lab.config  # noqa: F401 - registers the run schema
 from gan_lab.train import build_datamodule, build_module, build_trainer
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
-WORKLOADS = {
+TRAINING = {
     "dcgan28_b64": ["experiment=fashion_dcgan", "data.batch_size=64"],
     "dcgan28_b128": ["experiment=fashion_dcgan", "data.batch_size=128"],
-    # The DataLoader path (data.in_memory=false) of the same run, to compare with the default.
-    "dcgan28_b64_dataloader": [
-        "experiment=fashion_dcgan",
-        "data.batch_size=64",
-        "data.in_memory=false",
-    ],
     "mlp_ring_b512": ["experiment=ring_mlp", "data.batch_size=512"],
 }
+# gan_lab against gan_lab: the default in-memory stream (A) and the DataLoader path (B).
+DATA_PATH = {"data_path_b64": ["experiment=fashion_dcgan", "data.batch_size=64"]}
+INFERENCE = ("sampling_10k", "fid_features_10k")
+WORKLOADS = [*TRAINING, *DATA_PATH, *INFERENCE]
+
+# ----------------------------------------------------------------------------- measurement
 
 
-def make_config(overrides: list[str], out: str, device: str):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+@dataclass
+class Measurement:
+    """One timed repeat: ``items`` samples or images in ``seconds``."""
+
+    items: int
+    seconds: float
+    peak_mem_mb: float
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.seconds
+
+
+class PeakMemory:
+    """Peak RSS (CPU, sampled every 5 ms) or peak CUDA allocation while the block runs."""
+
+    PAGE = os.sysconf("SC_PAGE_SIZE")
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+
+    def _rss_mb(self) -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.PAGE / 2**20
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak_mb = max(self.peak_mb, self._rss_mb())
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.peak_mb = self._rss_mb()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = max(self.peak_mb, self._rss_mb())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _StepTimer(L.Callback):
+    """Wall time from the start of batch ``warmup`` to the end of the last batch."""
+
+    def __init__(self, warmup: int, device: torch.device) -> None:
+        self.warmup, self.device = warmup, device
+        self.start = self.end = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: D102
+        if batch_idx == self.warmup:
+            _sync(self.device)
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: D102
+        _sync(self.device)
+        self.end = time.perf_counter()
+
+
+def compose_config(overrides: list[str], output_dir: str, args: argparse.Namespace) -> DictConfig:
+    """conf/train.yaml as a normal run composes it, plus the bench's and the user's overrides."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(
             "train",
             overrides=[
-                f"paths.output_dir={out}",
-                "logger=csv",  # logging on, as in a normal run
+                f"paths.output_dir={output_dir}",
+                f"trainer={'gpu' if args.device == 'cuda' else 'cpu'}",
+                "logger=csv",  # logging on at train.log_every, as in a normal run
+                # Sample grids / checkpoints / evaluation fire every 250+ iterations, never
+                # inside a repeat; they are left out so every repeat does the same work.
                 "callbacks=none",
                 "eval=none",
-                "trainer.enable_progress_bar=false",
-                f"trainer={'gpu' if device == 'cuda' else 'cpu'}",
+                f"trainer.enable_progress_bar={str(args.progress_bar).lower()}",
                 *overrides,
+                *args.override,
             ],
         )
 
 
-class _Timer(L.Callback):
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.end = warmup, 0.0, 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if pl_module.iteration == self.warmup:
-            _sync()
-            self.start = time.perf_counter()
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        _sync()
-        self.end = time.perf_counter()
+def _autocast(cfg: DictConfig, device: torch.device) -> torch.autocast:
+    bf16 = str(cfg.trainer.precision).startswith("bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+# ----------------------------------------------------------------------------- training
 
 
-def run_gan_lab(cfg, iterations: int, warmup: int) -> float:
-    """Seconds for `iterations - warmup` iterations through the real Trainer."""
-    L.seed_everything(0, verbose=False)
-    cfg.train.iterations = iterations
-    datamodule = build_datamodule(cfg)
-    module = build_module(cfg, datamodule.sample_shape)
-    trainer = build_trainer(cfg)
-    timer = _Timer(warmup)
-    trainer.callbacks.append(timer)
-    trainer.fit(module, datamodule=datamodule)
-    return timer.end - timer.start
+class TrainWorkload:
+    """One GAN training setting, run through gan_lab and through a plain PyTorch loop."""
+
+    def __init__(self, overrides: list[str], args: argparse.Namespace) -> None:
+        self.args = args
+        self.device = torch.device(args.device)
+        self.tmp = tempfile.mkdtemp(prefix="gan_lab_bench_")
+        overrides = [*overrides, f"train.iterations={args.warmup + args.iterations}"]
+        if "experiment=fashion_dcgan" in overrides and args.device == "cuda":
+            overrides.append("data.device_resident=true")  # the whole set lives on the GPU
+        self.cfg = compose_config(overrides, self.tmp, args)
+        # Built once: the dataset is loaded and cached by the first fit and reused after.
+        self.datamodule = build_datamodule(self.cfg)
+        self.samples_per_iteration = int(self.cfg.data.batch_size) * self.cfg.train.k_d_steps
+        self._pool: torch.Tensor | None = None
+
+    def run_a(self) -> Measurement:
+        """gan_lab: the real GANModule in a Trainer built as ``gan_lab.train`` builds it."""
+        L.seed_everything(self.cfg.seed, verbose=False)
+        module = build_module(self.cfg, self.datamodule.sample_shape)
+        trainer = build_trainer(self.cfg)
+        timer = _StepTimer(self.args.warmup, self.device)
+        trainer.callbacks.append(timer)
+        with PeakMemory(self.device) as mem:
+            trainer.fit(module, datamodule=self.datamodule)
+        items = self.args.iterations * self.samples_per_iteration
+        return Measurement(items, timer.end - timer.start, mem.peak_mb)
+
+    def _real_pool(self) -> torch.Tensor:
+        """The plain loop's data: already in memory, in [-1, 1], on the device."""
+        if self._pool is None:
+            if self.datamodule.kind == "image":
+                data = self.datamodule.images("train")
+                data = data.float().div_(127.5).sub_(1.0) if data.dtype == torch.uint8 else data
+            else:  # toy data: a fixed pool of samples
+                n = 64 * self.samples_per_iteration
+                data = self.datamodule.sample(n, torch.Generator().manual_seed(0))
+            self._pool = data.to(self.device)
+        return self._pool
+
+    def run_b(self) -> Measurement:
+        """Plain PyTorch: the same nets (same seed), loss, optimizers, batch size; no Lightning."""
+        cfg, device, args = self.cfg, self.device, self.args
+        L.seed_everything(cfg.seed, verbose=False)
+        built = build_module(cfg, self.datamodule.sample_shape)
+        generator, discriminator = built.generator.to(device), built.discriminator.to(device)
+        loss, prior = built.loss, built.prior
+        if device.type == "cuda" and cfg.train.channels_last:  # as GANModule.on_fit_start
+            generator.to(memory_format=torch.channels_last)
+            discriminator.to(memory_format=torch.channels_last)
+        if cfg.train.compile:
+            generator.compile()
+            discriminator.compile()
+        fused = {"fused": True} if device.type == "cuda" else {}
+        optimizer_g = instantiate(cfg.optimizer.g, **fused)(generator.parameters())
+        optimizer_d = instantiate(cfg.optimizer.d, **fused)(discriminator.parameters())
+        data, batch_size = self._real_pool(), int(cfg.data.batch_size)
+        log_every, autocast = int(cfg.train.log_every), _autocast(cfg, device)
+        logged: list[float] = []
+        start = 0.0
+        with PeakMemory(device) as mem:
+            for iteration in range(args.warmup + args.iterations):
+                if iteration == args.warmup:
+                    _sync(device)
+                    start = time.perf_counter()
+                for _ in range(cfg.train.k_d_steps):
+                    real = data[torch.randint(len(data), (batch_size,), device=device)]
+                    with autocast:
+                        with torch.no_grad():
+                            fake = generator(prior.sample(batch_size, device=device))
+                        d_loss = loss.d_loss(discriminator(real), discriminator(fake))
+                    optimizer_d.zero_grad(set_to_none=True)
+                    d_loss.backward()
+                    optimizer_d.step()
+                    loss.after_d_step(discriminator)
+                # The idiomatic fast hand-written G step: D's weights get no gradient.
+                discriminator.requires_grad_(False)
+                with autocast:
+                    fake = generator(prior.sample(batch_size, device=device))
+                    g_loss = loss.g_loss(discriminator(fake))
+                optimizer_g.zero_grad(set_to_none=True)
+                g_loss.backward()
+                optimizer_g.step()
+                discriminator.requires_grad_(True)
+                if (iteration + 1) % log_every == 0:  # what a hand-written loop logs
+                    logged += [d_loss.item(), g_loss.item()]
+            _sync(device)
+            seconds = time.perf_counter() - start
+        items = args.iterations * self.samples_per_iteration
+        return Measurement(items, seconds, mem.peak_mb)
 
 
-def run_plain(cfg, iterations: int, warmup: int, device: str) -> float:
-    """The same work as a hand-written loop: no Lightning, no logging."""
-    L.seed_everything(0, verbose=False)
-    datamodule = build_datamodule(cfg)
-    module = build_module(cfg, datamodule.sample_shape)
-    generator = copy.deepcopy(module.generator).to(device)
-    discriminator = copy.deepcopy(module.discriminator).to(device)
-    loss, prior = module.loss, module.prior
-    optimizer_g = module.optimizer_g_factory(generator.parameters())
-    optimizer_d = module.optimizer_d_factory(discriminator.parameters())
-    datamodule.setup("fit")
-    stream = iter(datamodule.train_dataloader())
-    start = 0.0
-    for iteration in range(iterations):
-        if iteration == warmup:
-            _sync()
+class DataPathWorkload:
+    """gan_lab on Fashion-MNIST: in-memory tensor stream (A) against the DataLoader path (B)."""
+
+    def __init__(self, overrides: list[str], args: argparse.Namespace) -> None:
+        self.in_memory = TrainWorkload([*overrides, "data.in_memory=true"], args)
+        self.loader = TrainWorkload([*overrides, "data.in_memory=false"], args)
+        self.cfg = self.in_memory.cfg
+
+    def run_a(self) -> Measurement:
+        return self.in_memory.run_a()
+
+    def run_b(self) -> Measurement:
+        return self.loader.run_a()
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+class SamplingWorkload:
+    """``GANModule.generate(n)`` against a hand-written batched loop under inference_mode."""
+
+    batch_size = 1024
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.n, self.device = args.num_images, torch.device(args.device)
+        self.cfg = compose_config(TRAINING["dcgan28_b64"], tempfile.mkdtemp(), args)
+        L.seed_everything(self.cfg.seed, verbose=False)
+        datamodule = build_datamodule(self.cfg)
+        self.module = build_module(self.cfg, datamodule.sample_shape).to(self.device)
+
+    def _timed(self, fn: Any) -> Measurement:
+        with PeakMemory(self.device) as mem, _autocast(self.cfg, self.device):
+            _sync(self.device)
             start = time.perf_counter()
-        batch = next(stream).to(device, non_blocking=True)
-        for real in batch.unbind(0):
-            with torch.no_grad():
-                fake = generator(prior.sample(real.shape[0], device=device))
-            d_loss = loss.d_loss(discriminator(real), discriminator(fake))
-            optimizer_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            optimizer_d.step()
-            loss.after_d_step(discriminator)
-        discriminator.requires_grad_(False)
-        g_loss = loss.g_loss(discriminator(generator(prior.sample(batch.shape[1], device=device))))
-        optimizer_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        optimizer_g.step()
-        discriminator.requires_grad_(True)
-    _sync()
-    return time.perf_counter() - start
+            images = fn()
+            _sync(self.device)
+            seconds = time.perf_counter() - start
+        assert len(images) == self.n
+        return Measurement(self.n, seconds, mem.peak_mb)
+
+    def run_a(self) -> Measurement:
+        return self._timed(lambda: self.module.generate(self.n, batch_size=self.batch_size))
+
+    def run_b(self) -> Measurement:
+        generator, prior = self.module.generator, self.module.prior
+
+        @torch.inference_mode()
+        def plain() -> torch.Tensor:
+            generator.eval()
+            z = prior.sample(self.n, device=self.device)
+            images = torch.cat([generator(chunk) for chunk in z.split(self.batch_size)])
+            generator.train()
+            return images
+
+        return self._timed(plain)
 
 
-def bench_training(
-    name: str, overrides: list[str], repeats: int, iterations: int, warmup: int, device: str
-) -> dict:
-    with tempfile.TemporaryDirectory() as out:
-        cfg = make_config(overrides, out, device)
-        batch = cfg.data.batch_size * cfg.train.k_d_steps
-        timed = iterations - warmup
-        gan_lab_rates, plain_rates = [], []
-        for _ in range(repeats):  # interleaved: A B A B ...
-            gan_lab_rates.append(
-                batch * timed / run_gan_lab(copy.deepcopy(cfg), iterations, warmup)
-            )
-            plain_rates.append(batch * timed / run_plain(cfg, iterations, warmup, device))
-    gan_lab_median, plain_median = statistics.median(gan_lab_rates), statistics.median(plain_rates)
-    return {
-        "workload": name,
-        "gan_lab_samples_per_s": round(gan_lab_median, 1),
-        "plain_samples_per_s": round(plain_median, 1),
-        "ratio": round(gan_lab_median / plain_median, 3),
-        "repeats": repeats,
-        "timed_iterations": timed,
-        "gan_lab_runs": [round(r, 1) for r in gan_lab_rates],
-        "plain_runs": [round(r, 1) for r in plain_rates],
+class FeatureWorkload:
+    """FID/KID features of n images: ``FeatureDistance.add_real`` against one plain pass.
+
+    Plain: the same classifier's ``embed`` in batches of 500 plus the running sum and
+    outer-product sum FID needs (float64), and the feature list KID keeps.
+    """
+
+    batch_size = 500
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from gan_lab.metrics.classifier import ClassifierFeatures, classifier_weights_for
+        from gan_lab.metrics.fid import FeatureDistance
+
+        self.n, self.device = args.num_images, torch.device(args.device)
+        self.cfg = compose_config(TRAINING["dcgan28_b64"], tempfile.mkdtemp(), args)
+        weights = classifier_weights_for("fashion_mnist")
+        self.extractor = ClassifierFeatures(weights).to(self.device)
+        self.make_distance = lambda: FeatureDistance(ClassifierFeatures(weights)).to(self.device)
+        generator = torch.Generator().manual_seed(0)
+        self.images = (torch.rand(self.n, 1, 28, 28, generator=generator) * 2 - 1).to(self.device)
+
+    def run_a(self) -> Measurement:
+        distance = self.make_distance()
+        with PeakMemory(self.device) as mem:
+            _sync(self.device)
+            start = time.perf_counter()
+            distance.add_real(self.images, batch_size=self.batch_size)
+            _sync(self.device)
+            seconds = time.perf_counter() - start
+        return Measurement(self.n, seconds, mem.peak_mb)
+
+    @torch.inference_mode()
+    def run_b(self) -> Measurement:
+        cnn = self.extractor.classifier
+        with PeakMemory(self.device) as mem:
+            _sync(self.device)
+            start = time.perf_counter()
+            total = torch.zeros(128, dtype=torch.float64, device=self.device)
+            outer = torch.zeros(128, 128, dtype=torch.float64, device=self.device)
+            kept = []
+            for batch in self.images.split(self.batch_size):
+                if batch.shape[-1] != cnn.resolution:
+                    size = (cnn.resolution, cnn.resolution)
+                    batch = F.interpolate(batch, size=size, mode="bilinear", antialias=True)
+                features = cnn.embed(batch)
+                kept.append(features)
+                features = features.double()
+                total += features.sum(0)
+                outer += features.T @ features
+            _sync(self.device)
+            seconds = time.perf_counter() - start
+        return Measurement(self.n, seconds, mem.peak_mb)
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def build_workload(name: str, args: argparse.Namespace) -> tuple[Any, str, str]:
+    """The workload object and the names of its two paths."""
+    if name in TRAINING:
+        return TrainWorkload(TRAINING[name], args), "gan_lab", "plain"
+    if name in DATA_PATH:
+        return DataPathWorkload(DATA_PATH[name], args), "in_memory", "dataloader"
+    if name == "sampling_10k":
+        return SamplingWorkload(args), "gan_lab", "plain"
+    if name == "fid_features_10k":
+        return FeatureWorkload(args), "gan_lab", "plain"
+    raise ValueError(f"unknown workload {name!r}; expected one of {WORKLOADS}")
+
+
+def bench(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Run one workload A B A B ...; medians of the repeats after the warm-up pair."""
+    try:
+        workload, a, b = build_workload(name, args)
+    except (ImportError, FileNotFoundError) as err:
+        return {"workload": name, "skipped": f"classifier extractor not available ({err})"}
+    runs: dict[str, list[Measurement]] = {a: [], b: []}
+    for _ in range(args.repeats + 1):
+        runs[a].append(workload.run_a())
+        runs[b].append(workload.run_b())
+    row: dict[str, Any] = {"workload": name, "paths": [a, b]}
+    cfg = workload.cfg
+    row["batch_size"] = int(cfg.data.batch_size)
+    row["precision"] = str(cfg.trainer.precision)
+    row["compile"] = bool(cfg.train.compile)
+    for path, measured in runs.items():
+        kept = measured[1:]
+        row[f"{path}_per_s"] = round(statistics.median(m.rate for m in kept), 1)
+        row[f"{path}_runs"] = [round(m.rate, 1) for m in kept]
+        row[f"{path}_peak_mem_mb"] = round(max(m.peak_mem_mb for m in kept), 1)
+    row["ratio"] = round(row[f"{a}_per_s"] / row[f"{b}_per_s"], 3)
+    row["ratio_of"] = f"{a}/{b}"
+    return row
+
+
+def _format(row: dict[str, Any]) -> str:
+    if "skipped" in row:
+        return f"{row['workload']:<18} skipped: {row['skipped']}"
+    a, b = row["paths"]
+    return (
+        f"{row['workload']:<18} {a:>9} {row[f'{a}_per_s']:>10.1f}/s  {b:>10} "
+        f"{row[f'{b}_per_s']:>10.1f}/s  {row['ratio_of']:>20} {row['ratio']:>6.3f}  "
+        f"peak MB {row[f'{a}_peak_mem_mb']:>6.0f} / {row[f'{b}_peak_mem_mb']:<6.0f}"
+    )
+
+
+def machine_info(args: argparse.Namespace) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "device": args.device,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "python": sys.version.split()[0],
     }
+    if args.device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
 
 
-def bench_sampling(n: int, device: str) -> dict:
-    with tempfile.TemporaryDirectory() as out:
-        cfg = make_config(WORKLOADS["dcgan28_b64"], out, device)
-        datamodule = build_datamodule(cfg)
-        module = build_module(cfg, datamodule.sample_shape).to(device)
-        module.generate(1000)  # warm-up
-        _sync()
-        start = time.perf_counter()
-        module.generate(n, batch_size=1000)
-        _sync()
-        seconds = time.perf_counter() - start
-    return {"workload": f"sample_{n}_dcgan28", "samples_per_s": round(n / seconds, 1)}
-
-
-def bench_features(n: int, device: str) -> dict:
-    from gan_lab.metrics.classifier import ClassifierFeatures, classifier_weights_for
-
-    extractor = ClassifierFeatures(classifier_weights_for("fashion_mnist")).to(device).eval()
-    images = torch.rand(n, 1, 28, 28, device=device) * 2 - 1
-    with torch.inference_mode():
-        extractor(images[:500])
-        _sync()
-        start = time.perf_counter()
-        for chunk in images.split(1000):
-            extractor(chunk)
-        _sync()
-    seconds = time.perf_counter() - start
-    return {"workload": f"fid_features_{n}_classifier", "samples_per_s": round(n / seconds, 1)}
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to test the harness")
     parser.add_argument("--out", default="benchmarks/results/cpu.json")
-    parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS))
-    parser.add_argument("--override", nargs="*", default=[], help="config overrides for every run")
+    parser.add_argument("--workloads", nargs="+", default=WORKLOADS, choices=WORKLOADS)
+    parser.add_argument("--override", nargs="*", default=[], help="config overrides for all")
+    parser.add_argument("--iterations", type=int, default=100, help="timed iterations per run")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed iterations per run")
+    parser.add_argument("--repeats", type=int, default=5, help="kept repeats per path")
+    parser.add_argument("--num-images", type=int, default=10_000)
+    parser.add_argument(
+        "--progress-bar",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Lightning's progress bar in the gan_lab path (on in a normal run)",
+    )
     args = parser.parse_args(argv)
-    repeats, iterations, warmup, n = (1, 4, 2, 200) if args.quick else (5, 110, 10, 10_000)
-    rows = [
-        bench_training(name, ov, repeats, iterations, warmup, args.device)
-        for name, ov in WORKLOADS.items()
-    ]
-    rows += [bench_sampling(n, args.device), bench_features(n, args.device)]
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.quick:
+        args.iterations, args.warmup, args.repeats, args.num_images = 2, 1, 1, 200
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    torch.set_float32_matmul_precision("high")  # TF32 on CUDA for both paths alike
+    start = time.perf_counter()
+    rows = []
+    for name in args.workloads:
+        rows.append(bench(name, args))
+        print(_format(rows[-1]), flush=True)
     result = {
-        "device": args.device,
-        "machine": platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "peak_rss_mb": round(peak_mb, 1),
-        "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        if args.device == "cuda"
-        else None,
+        "machine": machine_info(args),
+        "settings": {
+            "iterations": args.iterations,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "num_images": args.num_images,
+            "progress_bar": args.progress_bar,
+            "override": args.override,
+        },
+        "total_seconds": round(time.perf_counter() - start, 1),
         "rows": rows,
     }
-    print(f"{'workload':<28}{'gan_lab/s':>12}{'plain/s':>12}{'ratio':>8}")
-    for row in rows:
-        if "ratio" in row:
-            print(
-                f"{row['workload']:<28}{row['gan_lab_samples_per_s']:>12}"
-                f"{row['plain_samples_per_s']:>12}{row['ratio']:>8}"
-            )
-        else:
-            print(f"{row['workload']:<28}{row['samples_per_s']:>12}")
-    print(f"peak RSS {result['peak_rss_mb']} MB")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"total {result['total_seconds']} s; wrote {args.out}")
+    return result
 
 
 if __name__ == "__main__":

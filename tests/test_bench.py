@@ -4,16 +4,35 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks.bench import WORKLOADS, main
 
 
+@pytest.mark.slow  # every workload, ~30-60 s on 2 shared cores
 def test_bench_quick_writes_every_workload(tmp_path):
     out = tmp_path / "bench.json"
-    main(["--quick", "--device", "cpu", "--out", str(out)])
+    main(["--quick", "--no-progress-bar", "--out", str(out)])
     result = json.loads(out.read_text())
-    names = [row["workload"] for row in result["rows"]]
-    assert names[: len(WORKLOADS)] == list(WORKLOADS)
-    for row in result["rows"][: len(WORKLOADS)]:
-        assert row["gan_lab_samples_per_s"] > 0 and row["plain_samples_per_s"] > 0
-        assert row["ratio"] == round(row["gan_lab_samples_per_s"] / row["plain_samples_per_s"], 3)
-    assert result["peak_rss_mb"] > 0
+    assert [row["workload"] for row in result["rows"]] == WORKLOADS
+    assert result["settings"]["iterations"] == 2
+    for row in result["rows"]:
+        assert "skipped" not in row, row  # the committed classifier weights are in the package
+        a, b = row["paths"]
+        assert row[f"{a}_per_s"] > 0 and row[f"{b}_per_s"] > 0
+        assert row["ratio"] == round(row[f"{a}_per_s"] / row[f"{b}_per_s"], 3)
+        assert row[f"{a}_peak_mem_mb"] > 0 and row[f"{b}_peak_mem_mb"] > 0
+    assert result["machine"]["device"] == "cpu"
+
+
+def test_bench_honours_workloads_and_overrides(tmp_path):
+    # gpu.sh relies on --workloads and --override reaching the composed config.
+    out = tmp_path / "bench.json"
+    main(
+        ["--quick", "--workloads", "mlp_ring_b512", "--override", "data.batch_size=32"]
+        + ["--out", str(out)]
+    )
+    result = json.loads(out.read_text())
+    assert [row["workload"] for row in result["rows"]] == ["mlp_ring_b512"]
+    assert result["rows"][0]["batch_size"] == 32
+    assert result["settings"]["override"] == ["data.batch_size=32"]

@@ -16,14 +16,18 @@ class FeatureDistance:
 
     def __init__(self, extractor: nn.Module, kid_subset_size: int = 1000) -> None:
         self.extractor = extractor.eval()
-        self.fid = FrechetInceptionDistance(feature=self.extractor, reset_real_features=False)
+        # Both metrics would run the extractor on every batch; they get the features instead,
+        # so each image goes through the extractor once (2x faster evaluation).
+        given = _GivenFeatures(extractor.num_features)
+        self.fid = FrechetInceptionDistance(feature=given, reset_real_features=False)
         self.kid = KernelInceptionDistance(
-            feature=self.extractor, reset_real_features=False, subset_size=kid_subset_size
+            feature=given, reset_real_features=False, subset_size=kid_subset_size
         )
         self.kid_subset_size = kid_subset_size
         self.num_real = 0
 
     def to(self, device: torch.device) -> FeatureDistance:
+        self.extractor = self.extractor.to(device)
         self.fid, self.kid = self.fid.to(device), self.kid.to(device)
         return self
 
@@ -46,6 +50,17 @@ class FeatureDistance:
         return {"fid": float(self.fid.compute()), "kid": float(kid_mean)}
 
     def _update(self, images: Tensor, real: bool) -> None:
-        images = images.to(self.fid.device)
-        self.fid.update(images, real=real)
-        self.kid.update(images, real=real)
+        features = self.extractor(images.to(self.fid.device))
+        self.fid.update(features, real=real)
+        self.kid.update(features, real=real)
+
+
+class _GivenFeatures(nn.Module):
+    """Identity "extractor" for torchmetrics: ``update`` receives features already extracted."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: Tensor) -> Tensor:
+        return features
