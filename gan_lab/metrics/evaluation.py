@@ -59,8 +59,7 @@ class Evaluator:
             return {}
         device = module.fixed_z.device
         if self._distance is None:  # real statistics once per run
-            self._distance = FeatureDistance(self.extractor.to(device), self.kid_subset_size)
-            self._distance.to(device)
+            self._distance = FeatureDistance(self.extractor, self.kid_subset_size).to(device)
             self._distance.add_real(
                 datamodule.real_samples(self.num_real, "train"), self.batch_size
             )
