@@ -7,7 +7,7 @@ PYTEST_MARK := $(if $(filter true 1,$(CI)),,-m "not slow")
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: setup data train test test-full lint format bench sweep clean
+.PHONY: setup data train test test-full lint format bench toy-bench sweep clean
 
 setup: $(STAMP) data
 
@@ -48,6 +48,11 @@ format: setup
 
 bench: setup
 	$(PY) -m benchmarks.bench --out benchmarks/results/$(if $(DEVICE),$(DEVICE),cpu).json $(if $(DEVICE),--device $(DEVICE),)
+
+# PacGAN's ring/grid benchmark: shipped best configs and the plain GAN, 5 seeds each,
+# beside the published rows -> docs/toy_benchmark.md; two runs at a time, one thread each.
+toy-bench: setup
+	$(PY) -m benchmarks.toy_bench --jobs 2 $(ARGS)
 
 # A small CPU study: 3 losses x 2 seeds on the ring, 2 jobs in parallel (joblib), then the report.
 SWEEP_DIR ?= multirun/sweep_$(shell date +%Y-%m-%d_%H-%M-%S)
