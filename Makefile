@@ -50,9 +50,9 @@ bench: setup
 	$(PY) -m benchmarks.bench --out benchmarks/results/$(if $(DEVICE),$(DEVICE),cpu).json $(if $(DEVICE),--device $(DEVICE),)
 
 # PacGAN's ring/grid benchmark: shipped best configs and the plain GAN, 5 seeds each,
-# beside the published rows -> docs/toy_benchmark.md; two runs at a time, one thread each.
+# beside the published rows -> docs/toy_benchmark.md (ARGS=--jobs 2: two runs at a time).
 toy-bench: setup
-	$(PY) -m benchmarks.toy_bench --jobs 2 $(ARGS)
+	$(PY) -m benchmarks.toy_bench $(ARGS)
 
 # A small CPU study: 3 losses x 2 seeds on the ring, 2 jobs in parallel (joblib), then the report.
 SWEEP_DIR ?= multirun/sweep_$(shell date +%Y-%m-%d_%H-%M-%S)

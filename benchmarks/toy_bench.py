@@ -1,15 +1,18 @@
 """PacGAN's 2-D mixture benchmark: our shipped configs and the plain GAN beside published rows.
 
-    python -m benchmarks.toy_bench [--seeds 5] [--out docs/toy_benchmark.md]
+    python -m benchmarks.toy_bench [--seeds 5] [--jobs 1] [--out docs/toy_benchmark.md]
+    python -m benchmarks.toy_bench --from-json docs/toy_benchmark.json   # re-render only
 
 Every row of ours comes from this one harness: compose ``experiment=<name> seed=<s>``, fit,
 draw 2,500 samples (the EMA generator when the config enables it) and score them with
-``gan_lab.metrics.toy.mode_metrics`` (Lin et al. 2018's protocol).
+``gan_lab.metrics.toy.mode_metrics`` (Lin et al. 2018's protocol). Every run's numbers also go
+to a JSON beside the Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import multiprocessing
@@ -83,11 +86,19 @@ def run_one(
 
 
 def mean_se(values: list[float], digits: int) -> str:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return f"{mean:.{digits}f}"
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return f"{mean:.{digits}f} ± {math.sqrt(var / len(values)):.{digits}f}"
+    """Mean ± standard error; a run with no high-quality sample has reverse KL = inf, and the
+    mean of the others is shown with how many seeds were infinite."""
+    finite = [v for v in values if math.isfinite(v)]
+    note = (
+        f" (∞ on {len(values) - len(finite)} of {len(values)})" if len(finite) < len(values) else ""
+    )
+    if not finite:
+        return "∞"
+    mean = sum(finite) / len(finite)
+    if len(finite) < 2:
+        return f"{mean:.{digits}f}{note}"
+    var = sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)
+    return f"{mean:.{digits}f} ± {math.sqrt(var / len(finite)):.{digits}f}{note}"
 
 
 def table(task: str, results: dict[str, list[tuple[dict[str, float], float]]]) -> list[str]:
@@ -140,8 +151,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--jobs", type=int, default=1, help="runs in parallel, each with cpu_count/jobs threads"
     )
+    parser.add_argument(
+        "--from-json", type=Path, default=None, help="re-render the table from a results JSON"
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args(argv)
+    json_path = args.out.with_suffix(".json")
+    if args.from_json is not None:
+        saved = json.loads(args.from_json.read_text())
+        results = {
+            e: [(r["metrics"], r["seconds"]) for r in rows] for e, rows in saved["runs"].items()
+        }
+        write_report(results, saved["command"], saved["setup"], args.out)
+        return
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
 
     experiments = [e for _, e, _ in RUNS if not args.only or e in args.only]
@@ -173,6 +195,23 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     command = " ".join(["python -m benchmarks.toy_bench", *(argv or sys.argv[1:])])
+    setup = (
+        f"torch {torch.__version__}, {args.jobs} run(s) at a time with {threads} torch "
+        f"thread(s) each on {os.cpu_count()} CPUs ({platform.processor() or platform.machine()})"
+    )
+    runs = {
+        e: [{"seed": i, "metrics": m, "seconds": s} for i, (m, s) in enumerate(rows)]
+        for e, rows in results.items()
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps({"command": command, "setup": setup, "runs": runs}, indent=1))
+    write_report(results, command, setup, args.out)
+
+
+def write_report(
+    results: dict[str, list[tuple[dict[str, float], float]]], command: str, setup: str, out: Path
+) -> None:
+    """Print the Markdown report and write it to ``out``."""
     lines = [
         "# 2-D mixture benchmark (mode collapse)",
         "",
@@ -182,9 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         "seeds 0..n-1; published rows from PacGAN's Table 1 and VEEGAN's Table 1. Note that exact",
         "samples of the data score 1 − e^(−4.5) = 98.9 % high quality in 2-D.",
         "",
-        f"Command: `{command}` (`make toy-bench`); torch {torch.__version__}, "
-        f"{args.jobs} run(s) at a time with {threads} torch thread(s) each on "
-        f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); "
+        f"Command: `{command}` (`make toy-bench`); {setup}; "
         "`s / seed` is the wall time of one run's training.",
         "",
     ]
@@ -192,8 +229,8 @@ def main(argv: list[str] | None = None) -> None:
         lines += table(task, results)
     text = "\n".join(lines)
     print("\n" + text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.toy_bench import main
+from benchmarks.toy_bench import main, mean_se
 
 TINY = ["train.iterations=2", "data.batch_size=8", "model.g.hidden=[4]", "model.d.hidden=[4]"]
 
@@ -28,6 +28,16 @@ def test_bench_writes_table(tmp_path, capsys):
     assert "train.iterations=2" in text  # the command that produced it
     assert text.count("s0:") == 1 and "s1:" in text
     assert "ring_mlp seed=1" in capsys.readouterr().out
+    # The raw numbers are kept; re-rendering them gives the same table without training.
+    again = tmp_path / "again.md"
+    main(["--from-json", str(out.with_suffix(".json")), "--out", str(again)])
+    assert again.read_text() == text
+
+
+def test_mean_se_reports_infinite_seeds():
+    assert mean_se([1.0, 3.0], 1) == "2.0 ± 1.0"
+    assert mean_se([1.0, 3.0, float("inf")], 1) == "2.0 ± 1.0 (∞ on 1 of 3)"
+    assert mean_se([float("inf")], 1) == "∞"
 
 
 @pytest.mark.slow
