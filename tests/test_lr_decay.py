@@ -16,9 +16,11 @@ def test_factor_schedule():
     assert decay.factor(100) == pytest.approx(0.1)
 
 
-def test_rejects_bad_start():
+def test_rejects_bad_start_and_total():
     with pytest.raises(ValueError, match="start"):
         LinearLRDecay(total=10, start=1.0)
+    with pytest.raises(ValueError, match="total"):
+        LinearLRDecay(total=0)
 
 
 def test_decays_both_optimizers_during_fit(make_config):

@@ -15,6 +15,8 @@ class LinearLRDecay(L.Callback):
     """
 
     def __init__(self, total: int, start: float = 0.5, final: float = 0.0) -> None:
+        if total <= 0:
+            raise ValueError(f"total must be a positive number of iterations, got {total}")
         if not 0.0 <= start < 1.0:
             raise ValueError(f"start must be in [0, 1), got {start}")
         self.total, self.start, self.final = total, start, final
