@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         results = {
             e: [(r["metrics"], r["seconds"]) for r in rows] for e, rows in saved["runs"].items()
         }
-        write_report(results, saved["command"], saved["setup"], args.out)
+        write_report(results, saved["command"], saved["setup"], args.out, saved.get("notes", []))
         return
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
 
@@ -210,9 +211,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def write_report(
-    results: dict[str, list[tuple[dict[str, float], float]]], command: str, setup: str, out: Path
+    results: dict[str, list[tuple[dict[str, float], float]]],
+    command: str,
+    setup: str,
+    out: Path,
+    notes: Sequence[str] = (),
 ) -> None:
-    """Print the Markdown report and write it to ``out``."""
+    """Print the Markdown report and write it to ``out``; ``notes`` (from the JSON) follow it."""
     lines = [
         "# 2-D mixture benchmark (mode collapse)",
         "",
@@ -228,6 +233,8 @@ def write_report(
     ]
     for task in ("ring", "grid"):
         lines += table(task, results)
+    for note in notes:
+        lines += [f"Note: {note}", ""]
     text = "\n".join(lines)
     print("\n" + text)
     out.parent.mkdir(parents=True, exist_ok=True)
