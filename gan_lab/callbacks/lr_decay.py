@@ -20,7 +20,6 @@ class LinearLRDecay(L.Callback):
         if not 0.0 <= start < 1.0:
             raise ValueError(f"start must be in [0, 1), got {start}")
         self.total, self.start, self.final = total, start, final
-        self.base_lrs: list[list[float]] | None = None
 
     def factor(self, iteration: int) -> float:
         """The lr multiplier at ``iteration``."""
@@ -29,16 +28,9 @@ class LinearLRDecay(L.Callback):
         return 1.0 + (self.final - 1.0) * progress
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
-        optimizers = trainer.optimizers
-        if self.base_lrs is None:
-            # Read once: the configured lrs (also right after a resume, before any step).
-            self.base_lrs = [
-                [g.get("initial_lr", g["lr"]) for g in o.param_groups] for o in optimizers
-            ]
-            for optimizer in optimizers:
-                for group in optimizer.param_groups:
-                    group.setdefault("initial_lr", group["lr"])
         scale = self.factor(pl_module.iteration)
-        for optimizer, base in zip(optimizers, self.base_lrs, strict=True):
-            for group, lr in zip(optimizer.param_groups, base, strict=True):
-                group["lr"] = lr * scale
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                # The configured lr is kept in the optimizer's state, so a resume restores it.
+                base = group.setdefault("initial_lr", group["lr"])
+                group["lr"] = base * scale
