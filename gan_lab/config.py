@@ -43,6 +43,7 @@ class RunConfig:
     prior: Any = MISSING
     optimizer: Any = MISSING
     regularizer: Any = None
+    instance_noise: Any = None
     trainer: Any = MISSING
     logger: Any = None
     callbacks: Any = None

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from gan_lab.ema import EMA
+from gan_lab.instance_noise import InstanceNoise
 from gan_lab.losses import GANLoss, value_function
 from gan_lab.nan_guard import NonFiniteGuard
 from gan_lab.rng_state import capture_rng_state, restore_rng_state
@@ -60,6 +61,7 @@ class GANModule(L.LightningModule):
         compile: bool = False,
         channels_last: bool = True,
         nan_guard: NonFiniteGuard | None = None,
+        instance_noise: InstanceNoise | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -71,6 +73,7 @@ class GANModule(L.LightningModule):
         self.optimizer_d_factory = optimizer_d
         self.k_d_steps = k_d_steps
         self.regularizer = regularizer
+        self.instance_noise = instance_noise
         self.generator_ema = EMA(generator, ema_decay) if ema_decay else None
         # The resolved run config travels in every checkpoint so evaluate.py can rebuild the run.
         self.config = config
@@ -142,13 +145,19 @@ class GANModule(L.LightningModule):
             or self.iteration >= trainer.num_training_batches
         )
 
+    def judge(self, x: Tensor) -> Tensor:
+        """D's logits for ``x``, through the instance noise when it is enabled."""
+        if self.instance_noise is not None:
+            x = self.instance_noise(x, self.iteration)
+        return self.discriminator(x)
+
     def discriminator_step(self, real: Tensor, optimizer: Any) -> dict[str, Tensor]:
         """One D update on a real minibatch and fresh noise; G's parameters get no gradient."""
         with self.toggled_optimizer(optimizer):
             with torch.no_grad():
                 fake = self.generator(self.prior.sample(real.shape[0], device=real.device))
-            real_logits = self.discriminator(real)
-            fake_logits = self.discriminator(fake)
+            real_logits = self.judge(real)
+            fake_logits = self.judge(fake)
             loss = self.loss.d_loss(real_logits, fake_logits)
             total = loss
             if self.regularizer is not None and self.iteration % self.regularizer.every == 0:
@@ -174,7 +183,7 @@ class GANModule(L.LightningModule):
         """One G update on fresh noise; D's parameters get no gradient."""
         with self.toggled_optimizer(optimizer):
             fake = self.generator(self.prior.sample(batch_size, device=self.fixed_z.device))
-            loss = self.loss.g_loss(self.discriminator(fake))
+            loss = self.loss.g_loss(self.judge(fake))
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             if self.nan_guard.allow_step("g_loss", loss.detach(), self.iteration + 1):

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def build_module(cfg: DictConfig, sample_shape: tuple[int, ...]) -> GANModule:
-    """Instantiate prior, nets, loss, optimizers and regularizer from the config."""
+    """Instantiate prior, nets, loss, optimizers, regularizer and instance noise from the config."""
     prior = instantiate(cfg.prior)
     generator = instantiate(cfg.model.g)(latent_dim=prior.dim, sample_shape=sample_shape)
     discriminator = instantiate(cfg.model.d)(sample_shape=sample_shape)
@@ -38,6 +38,7 @@ def build_module(cfg: DictConfig, sample_shape: tuple[int, ...]) -> GANModule:
         optimizer_d=instantiate(cfg.optimizer.d),
         k_d_steps=cfg.train.k_d_steps,
         regularizer=instantiate(cfg.regularizer) if cfg.regularizer else None,
+        instance_noise=instantiate(cfg.instance_noise) if cfg.instance_noise else None,
         ema_decay=cfg.train.ema_decay,
         num_fixed_samples=cfg.train.num_fixed_samples,
         config=OmegaConf.to_container(cfg, resolve=True),

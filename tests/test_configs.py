@@ -10,7 +10,14 @@ from hydra.utils import instantiate
 from gan_lab.train import build_datamodule, build_module
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-PART_GROUPS = ["loss", "prior", "regularizer", "optimizer@optimizer.g", "model"]
+PART_GROUPS = [
+    "loss",
+    "prior",
+    "regularizer",
+    "instance_noise",
+    "optimizer@optimizer.g",
+    "model",
+]
 
 
 def _options(group: str) -> list[str]:
