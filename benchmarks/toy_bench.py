@@ -2,6 +2,7 @@
 
     python -m benchmarks.toy_bench [--seeds 5] [--jobs 1] [--out docs/toy_benchmark.md]
     python -m benchmarks.toy_bench --from-json docs/toy_benchmark.json   # re-render only
+    python -m benchmarks.toy_bench --only grid_best --merge   # re-measure one preset's rows
 
 Every row of ours comes from this one harness: compose ``experiment=<name> seed=<s>``, fit,
 draw 2,500 samples (the EMA generator when the config enables it) and score them with
@@ -156,17 +157,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--from-json", type=Path, default=None, help="re-render the table from a results JSON"
     )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace only the re-run experiments' rows in the JSON beside --out, keep the rest",
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args(argv)
     json_path = args.out.with_suffix(".json")
     if args.from_json is not None:
-        saved = json.loads(args.from_json.read_text())
-        results = {
-            e: [(r["metrics"], r["seconds"]) for r in rows] for e, rows in saved["runs"].items()
-        }
-        write_report(results, saved["command"], saved["setup"], args.out, saved.get("notes", []))
+        render(json.loads(args.from_json.read_text()), args.out)
         return
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    command = " ".join(["python -m benchmarks.toy_bench", *(argv or sys.argv[1:])])
+    setup = (
+        f"torch {torch.__version__}, {args.jobs} run(s) at a time with {threads} torch "
+        f"thread(s) each on {os.cpu_count()} CPUs ({platform.processor() or platform.machine()})"
+    )
+    doc = {"command": command, "setup": setup, "runs": {}, "notes": []}
+    if args.merge and json_path.is_file():
+        doc = json.loads(json_path.read_text())
+        # Checked before training: rows timed on different setups must not share a table.
+        if doc["setup"] != setup:
+            raise SystemExit(
+                f"--merge: {json_path} was measured with '{doc['setup']}', this run would be "
+                f"'{setup}'; re-run every experiment or pass another --out"
+            )
 
     experiments = [e for _, e, _ in RUNS if not args.only or e in args.only]
     # Seed-major order: an interrupted run still has every config on the first seeds.
@@ -196,18 +212,23 @@ def main(argv: list[str] | None = None) -> None:
         for experiment in experiments
     }
 
-    command = " ".join(["python -m benchmarks.toy_bench", *(argv or sys.argv[1:])])
-    setup = (
-        f"torch {torch.__version__}, {args.jobs} run(s) at a time with {threads} torch "
-        f"thread(s) each on {os.cpu_count()} CPUs ({platform.processor() or platform.machine()})"
-    )
-    runs = {
-        e: [{"seed": i, "metrics": m, "seconds": s} for i, (m, s) in enumerate(rows)]
-        for e, rows in results.items()
-    }
+    for experiment, rows in results.items():
+        doc["runs"][experiment] = [
+            {"seed": i, "metrics": m, "seconds": s} for i, (m, s) in enumerate(rows)
+        ]
+        if command != doc["command"]:
+            doc.setdefault("commands", {})[experiment] = command
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps({"command": command, "setup": setup, "runs": runs}, indent=1))
-    write_report(results, command, setup, args.out)
+    json_path.write_text(json.dumps(doc, indent=1))
+    render(doc, args.out)
+
+
+def render(doc: dict, out: Path) -> None:
+    """Write the report of a results JSON (as ``main`` saves it) to ``out``."""
+    results = {e: [(r["metrics"], r["seconds"]) for r in rows] for e, rows in doc["runs"].items()}
+    write_report(
+        results, doc["command"], doc["setup"], out, doc.get("notes", []), doc.get("commands", {})
+    )
 
 
 def write_report(
@@ -216,8 +237,12 @@ def write_report(
     setup: str,
     out: Path,
     notes: Sequence[str] = (),
+    commands: dict[str, str] | None = None,
 ) -> None:
-    """Print the Markdown report and write it to ``out``; ``notes`` (from the JSON) follow it."""
+    """Print the Markdown report and write it to ``out``; ``notes`` (from the JSON) follow it.
+
+    ``commands`` names the experiments whose rows a later ``--merge`` run re-measured.
+    """
     lines = [
         "# 2-D mixture benchmark (mode collapse)",
         "",
@@ -231,6 +256,8 @@ def write_report(
         "`s / seed` is the wall time of one run's training.",
         "",
     ]
+    for experiment, merged_by in (commands or {}).items():
+        lines += [f"Rows of `{experiment}` re-measured with `{merged_by}`.", ""]
     for task in ("ring", "grid"):
         lines += table(task, results)
     for note in notes:

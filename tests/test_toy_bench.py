@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from benchmarks.toy_bench import main, mean_se
@@ -49,3 +51,27 @@ def test_bench_parallel_jobs(tmp_path):
     assert "| GAN (ours, `grid_mlp`) |" in text
     assert text.index("s0:") < text.index("s1:")
     assert "2 run(s) at a time" in text
+
+
+def test_merge_replaces_only_the_rerun_rows(tmp_path):
+    out = tmp_path / "toy.md"
+    main(["--seeds", "1", "--only", "ring_mlp", "grid_mlp", "--out", str(out), *TINY])
+    saved = json.loads(out.with_suffix(".json").read_text())
+    main(["--seeds", "1", "--only", "grid_mlp", "--merge", "--out", str(out), *TINY, "seed=0"])
+    merged = json.loads(out.with_suffix(".json").read_text())
+    assert merged["runs"]["ring_mlp"] == saved["runs"]["ring_mlp"]
+    assert set(merged["runs"]) == {"ring_mlp", "grid_mlp"}
+    text = out.read_text()
+    assert "| GAN (ours, `ring_mlp`) |" in text and "| GAN (ours, `grid_mlp`) |" in text
+    assert "Rows of `grid_mlp` re-measured with `python -m benchmarks.toy_bench" in text
+    assert "Rows of `ring_mlp`" not in text
+
+
+def test_merge_refuses_rows_from_another_setup_before_training(tmp_path):
+    out = tmp_path / "toy.md"
+    out.with_suffix(".json").write_text(
+        json.dumps({"command": "x", "setup": "another machine", "runs": {}})
+    )
+    with pytest.raises(SystemExit, match="another machine"):
+        # A full-size run: it would take minutes if the check came after training.
+        main(["--only", "grid_best", "--merge", "--out", str(out)])
