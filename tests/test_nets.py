@@ -39,3 +39,19 @@ def test_mlp_shapes(shape):
     x = generator(torch.randn(5, 4))
     assert x.shape == (5, *shape)
     assert MLPDiscriminator(shape, hidden=(8,))(x).shape == (5,)
+
+
+def test_mlp_generator_with_skip_starts_as_the_identity_and_learns():
+    generator = MLPGenerator(latent_dim=2, sample_shape=(2,), hidden=(16, 16), skip=True)
+    z = torch.rand(32, 2) * 10 - 5
+    assert torch.equal(generator(z), z)
+    # The zeroed last layer still gets a gradient, so f(z) moves off zero after one step.
+    optimizer = torch.optim.SGD(generator.parameters(), lr=0.1)
+    generator(z).pow(2).sum().backward()
+    optimizer.step()
+    assert not torch.allclose(generator(z), z)
+
+
+def test_mlp_generator_skip_needs_a_prior_of_the_sample_size():
+    with pytest.raises(ValueError, match=r"prior.dim=2"):
+        MLPGenerator(latent_dim=8, sample_shape=(2,), skip=True)

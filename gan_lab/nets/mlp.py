@@ -28,7 +28,13 @@ def _mlp(
 
 
 class MLPGenerator(nn.Module):
-    """z (B, latent_dim) -> samples (B, *sample_shape) through hidden ReLU layers."""
+    """z (B, latent_dim) -> samples (B, *sample_shape) through hidden ReLU layers.
+
+    ``skip=True`` makes G(z) = z + f(z) with f's last layer zero at init, so G starts as the
+    identity: for a prior that already lives in data space (2-D uniform z on a square around
+    the 25-Gaussian grid), every mode has its share of z from the first step and G only has to
+    contract each share onto its mode, instead of growing the support out from a small blob.
+    """
 
     def __init__(
         self,
@@ -37,15 +43,32 @@ class MLPGenerator(nn.Module):
         hidden: Sequence[int] = (256, 256),
         activation: ActivationFactory = nn.ReLU,
         output_tanh: bool = False,
+        skip: bool = False,
     ) -> None:
         super().__init__()
         self.sample_shape = tuple(sample_shape)
-        self.net = _mlp([latent_dim, *hidden, math.prod(self.sample_shape)], activation)
+        out_features = math.prod(self.sample_shape)
+        if skip and latent_dim != out_features:
+            raise ValueError(
+                f"model.g.skip=true adds z to G's output, so the prior's dim ({latent_dim}) must "
+                f"equal the sample size ({out_features}); set prior.dim={out_features} or "
+                "model.g.skip=false"
+            )
+        self.skip = skip
+        self.net = _mlp([latent_dim, *hidden, out_features], activation)
+        if skip:
+            last = self.net[-1]
+            assert isinstance(last, nn.Linear)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         # tanh matches image data scaled to [-1, 1]; toy data is unbounded.
         self.output = nn.Tanh() if output_tanh else nn.Identity()
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.output(self.net(z)).view(z.shape[0], *self.sample_shape)
+        x = self.net(z)
+        if self.skip:
+            x = x + z
+        return self.output(x).view(z.shape[0], *self.sample_shape)
 
 
 class MLPDiscriminator(nn.Module):
