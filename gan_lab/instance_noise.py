@@ -11,9 +11,10 @@ class InstanceNoise:
 
     Sønderby et al. (2017) and Arjovsky & Bottou (2017): blurring both distributions makes
     their supports overlap, so D's gradient reaches G's samples from every data mode, also
-    from modes G has not reached (on the 25-Gaussian grid, the ones it drops early in
-    training). ``std_t = std * (1 - t / (until * total))`` for iteration t, 0 from
-    ``until * total`` on, so the rest of the run is the clean game and the modes sharpen.
+    from modes G has not reached yet. (On the 25-Gaussian grid it did not stop G from losing
+    an edge row of modes once the noise was gone; ``model.g.skip`` did, see grid_best.)
+    ``std_t = std * (1 - t / (until * total))`` for iteration t, 0 from ``until * total`` on,
+    so the rest of the run is the clean game and the modes sharpen.
 
     D's inputs are noised in the D step and the G step; regularizers see the clean samples.
     """
