@@ -57,7 +57,7 @@ def test_merge_replaces_only_the_rerun_rows(tmp_path):
     out = tmp_path / "toy.md"
     main(["--seeds", "1", "--only", "ring_mlp", "grid_mlp", "--out", str(out), *TINY])
     saved = json.loads(out.with_suffix(".json").read_text())
-    main(["--seeds", "1", "--only", "grid_mlp", "--merge", "--out", str(out), *TINY, "seed=0"])
+    main(["--seeds", "1", "--only", "grid_mlp", "--merge", "--out", str(out), *TINY])
     merged = json.loads(out.with_suffix(".json").read_text())
     assert merged["runs"]["ring_mlp"] == saved["runs"]["ring_mlp"]
     assert set(merged["runs"]) == {"ring_mlp", "grid_mlp"}
