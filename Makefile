@@ -2,8 +2,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Locally `make test` skips tests marked slow; CI (CI=true) runs everything.
-PYTEST_MARK := $(if $(filter true 1,$(CI)),,-m "not slow")
+# Test tiers: `make test` (what CI runs, within its 15-minute budget) skips tests marked slow;
+# `make test-full` runs everything. Both in a random order; SEED=N repeats an order.
+ifndef SEED
+SEED := $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
+endif
+PYTEST := $(PY) -m pytest -q --randomly-seed=$(SEED) --durations=15
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
@@ -33,10 +37,12 @@ train: setup
 	$(PY) -m gan_lab.train experiment=$(EXPERIMENT) $(ARGS)
 
 test: setup
-	$(PY) -m pytest -q $(PYTEST_MARK) $(ARGS)
+	@echo "make test: tests not marked slow, random order SEED=$(SEED)"
+	$(PYTEST) -m "not slow" $(ARGS)
 
 test-full: setup
-	$(PY) -m pytest -q $(ARGS)
+	@echo "make test-full: every test, slow included, random order SEED=$(SEED)"
+	$(PYTEST) $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check gan_lab tests benchmarks

@@ -9,7 +9,7 @@ import pytest
 from benchmarks.bench import WORKLOADS, main
 
 
-@pytest.mark.slow  # every workload, ~30-60 s on 2 shared cores
+@pytest.mark.slow  # every workload (~6 s); a two-workload run is in make test
 def test_bench_quick_writes_every_workload(tmp_path):
     out = tmp_path / "bench.json"
     main(["--quick", "--no-progress-bar", "--out", str(out)])

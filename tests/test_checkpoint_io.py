@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 
 from gan_lab.checkpoint_io import load_checkpoint_file
 from gan_lab.train import fit
+from tests import processes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,9 +64,9 @@ while True:
 def test_kill_during_save_keeps_last_loadable(tmp_path):
     last, ready = tmp_path / "last.ckpt", tmp_path / "ready"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "-c", SAVER, str(last), str(ready)], env=env)
+    process = processes.spawn([sys.executable, "-c", SAVER, str(last), str(ready)], env=env)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 60
         while not (ready.is_file() and ready.read_text() and int(ready.read_text()) >= 2):
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
@@ -76,8 +76,7 @@ def test_kill_during_save_keeps_last_loadable(tmp_path):
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:
-        if process.poll() is None:
-            process.kill()
+        processes.stop(process)
     checkpoint = load_checkpoint_file(last)
     w = checkpoint["state_dict"]["w"]
     assert w.shape == (4_000_000,) and torch.all(w == checkpoint["i"])

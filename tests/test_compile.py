@@ -18,7 +18,7 @@ CONFIG = [
 ]
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # torch.compile of G and D on CPU: ~20 s of compiling
 @pytest.mark.skipif(
     shutil.which("gcc") is None and shutil.which("cc") is None,
     reason="torch.compile on CPU needs a C compiler",

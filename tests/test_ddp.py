@@ -10,7 +10,6 @@ import torch
 from tests.helpers import run_cli
 
 
-@pytest.mark.slow
 def test_ddp_cpu_two_ranks_stay_in_sync(tmp_path):
     run_dir, dumps = tmp_path / "run", tmp_path / "dumps"
     result = run_cli(

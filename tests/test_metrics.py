@@ -65,7 +65,6 @@ def test_classifier_fid_separates_real_from_noise():
     assert real["kid"] < noise["kid"]
 
 
-@pytest.mark.slow  # InceptionV3 on CPU at 299x299: about a minute
 def test_inception_plumbing_with_random_weights(tmp_path, monkeypatch):
     from torch_fidelity import feature_extractor_inceptionv3 as fidelity
 

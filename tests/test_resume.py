@@ -19,6 +19,7 @@ from gan_lab.gan_module import GANModule
 from gan_lab.loggers import wandb_logger
 from gan_lab.resume import SIGTERM_EXIT
 from gan_lab.train import fit, train
+from tests import processes
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = [
@@ -64,16 +65,19 @@ def launch(run_dir: Path, *overrides: str, seconds: float = 0.0) -> subprocess.P
         *overrides,
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    return processes.spawn(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
 
 
 def finish(process: subprocess.Popen, expected: int) -> str:
-    _, err = process.communicate(timeout=240)
+    try:
+        _, err = process.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"run did not finish in 90 s:\n{processes.stop(process)[-6000:]}")
     assert process.returncode == expected, err[-3000:]
+    processes.stop(process)
     return err
 
 
-@pytest.mark.slow
 def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     reference = launch(straight)

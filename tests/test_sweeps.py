@@ -36,7 +36,7 @@ def test_report_groups_seeds(tmp_path):
     assert (tmp_path / "report.csv").is_file() and (tmp_path / "report.png").is_file()
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # ~14 s; test_report_groups_seeds runs a multirun in make test
 def test_submitit_local_runs_both_jobs(tmp_path):
     multirun(tmp_path, "hydra/launcher=submitit_local", "loss=minimax,hinge")
     done = sorted(tmp_path.glob("*/done"))
@@ -44,7 +44,6 @@ def test_submitit_local_runs_both_jobs(tmp_path):
     assert len(write_report(tmp_path).splitlines()) == 4  # header, rule, 2 rows
 
 
-@pytest.mark.slow
 def test_optuna_finds_best_parameters(tmp_path):
     multirun(tmp_path, "hparams_search=ring_optuna", "hydra.sweeper.n_trials=4")
     results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())

@@ -44,7 +44,6 @@ def test_value_identity_for_known_densities():
     assert same.value_d_star == pytest.approx(-math.log(4), abs=1e-6)
 
 
-@pytest.mark.slow
 def test_trained_discriminator_approaches_d_star():
     discriminator = train_discriminator(g_mean=2.5, g_std=1.0)
     report = theory_report(
@@ -57,7 +56,6 @@ def test_trained_discriminator_approaches_d_star():
     assert report.value_d == pytest.approx(2 * report.jsd - math.log(4), abs=0.02)
 
 
-@pytest.mark.slow
 def test_discriminator_is_one_half_when_p_g_equals_p_data():
     discriminator = train_discriminator(g_mean=DATA_MEAN, g_std=DATA_STD, steps=600)
     report = theory_report(

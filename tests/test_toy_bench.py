@@ -42,7 +42,7 @@ def test_mean_se_reports_infinite_seeds():
     assert mean_se([float("inf")], 1) == "∞"
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # two spawned workers; the one-worker path runs in make test
 def test_bench_parallel_jobs(tmp_path):
     # Two spawned workers; the table keeps seed order whatever order the runs finish in.
     out = tmp_path / "toy.md"

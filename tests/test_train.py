@@ -101,7 +101,7 @@ def test_k_d_steps_per_generator_step(make_config, monkeypatch):
         assert not torch.equal(a, b)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a convergence check: 2,000 iterations
 def test_gan_learns_1d_gaussian(make_config):
     """gaussian_1d with the MLP: generated mean and std within 0.1 of the data's, in < 60 s.
 
