@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from benchmarks.toy_bench import main, mean_se
+from tests import processes
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = ["train.iterations=2", "data.batch_size=8", "model.g.hidden=[4]", "model.d.hidden=[4]"]
 
@@ -44,9 +49,11 @@ def test_mean_se_reports_infinite_seeds():
 
 @pytest.mark.slow  # two spawned workers; the one-worker path runs in make test
 def test_bench_parallel_jobs(tmp_path):
-    # Two spawned workers; the table keeps seed order whatever order the runs finish in.
+    # Two spawned workers; the table keeps seed order whatever order the runs finish in. From the
+    # command line, in a process group of its own: a hung worker is killed with it.
     out = tmp_path / "toy.md"
-    main(["--jobs", "2", "--seeds", "2", "--only", "grid_mlp", "--out", str(out), *TINY])
+    args = ["--jobs", "2", "--seeds", "2", "--only", "grid_mlp", "--out", str(out), *TINY]
+    processes.run([sys.executable, "-m", "benchmarks.toy_bench", *args], timeout=100, cwd=ROOT)
     text = out.read_text()
     assert "| GAN (ours, `grid_mlp`) |" in text
     assert text.index("s0:") < text.index("s1:")
