@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 # Groups started by spawn() and not yet stopped; checked after every test.
 _LIVE: list[subprocess.Popen] = []
 
@@ -85,29 +87,35 @@ def stop(process: subprocess.Popen) -> str:
     return output
 
 
-def run(
-    command: Sequence[str], timeout: float, check: bool = True, **popen_kwargs: Any
-) -> subprocess.CompletedProcess:
-    """Run ``command`` to completion in its own process group, capturing text output.
+def communicate(process: subprocess.Popen, timeout: float) -> tuple[Any, Any]:
+    """``process.communicate(timeout=timeout)``, then its group is stopped (children it left).
 
-    On expiry of ``timeout`` (or on any exception, a pytest-timeout included) the group is
-    stopped and the test fails with the end of what the processes printed, their stacks
-    included. With ``check`` a non-zero exit fails the test with the end of stderr.
+    On expiry (or on any exception, a pytest-timeout included) the group is stopped first and
+    the test fails with the end of what the processes printed, their stacks included.
     """
-    import pytest
-
-    popen_kwargs.setdefault("stdout", subprocess.PIPE)
-    popen_kwargs.setdefault("stderr", subprocess.PIPE)
-    process = spawn(command, text=True, **popen_kwargs)
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         dump = stop(process)
-        pytest.fail(f"{' '.join(command)[:300]}\ntimed out after {timeout} s:\n{dump[-6000:]}")
+        command = " ".join(map(str, process.args))[:300]
+        pytest.fail(f"{command}\ntimed out after {timeout} s:\n{dump[-6000:]}")
     except BaseException:
         print(stop(process)[-6000:])  # captured and shown with the failure
         raise
-    stop(process)  # children the finished process left behind
+    stop(process)
+    return out, err
+
+
+def run(
+    command: Sequence[str], timeout: float, check: bool = True, **popen_kwargs: Any
+) -> subprocess.CompletedProcess:
+    """Run ``command`` to completion in its own process group, capturing text output; see
+    ``communicate`` for expiry. With ``check`` a non-zero exit fails the test with the end of
+    stderr."""
+    popen_kwargs.setdefault("stdout", subprocess.PIPE)
+    popen_kwargs.setdefault("stderr", subprocess.PIPE)
+    process = spawn(command, text=True, **popen_kwargs)
+    out, err = communicate(process, timeout)
     result = subprocess.CompletedProcess(process.args, process.returncode, out, err)
     if check:
         assert result.returncode == 0, (err or "")[-3000:]

@@ -69,12 +69,8 @@ def launch(run_dir: Path, *overrides: str, seconds: float = 0.0) -> subprocess.P
 
 
 def finish(process: subprocess.Popen, expected: int) -> str:
-    try:
-        _, err = process.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"run did not finish in 90 s:\n{processes.stop(process)[-6000:]}")
+    _, err = processes.communicate(process, timeout=90)
     assert process.returncode == expected, err[-3000:]
-    processes.stop(process)
     return err
 
 
