@@ -32,8 +32,6 @@ INNER_TESTS = """
 import os, sys, time
 from pathlib import Path
 import pytest
-import pytest
-
 from tests import processes
 from tests.test_ci_harness import assert_gone
 
