@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
-def atomic_torch_save(obj: Any, path: _PATH) -> None:
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """Save with ``torch.save`` so that ``path`` is always either the old or the new file.
 
     A kill mid-write leaves only a temporary file beside it; the rename is atomic on POSIX.
@@ -37,7 +36,7 @@ def atomic_torch_save(obj: Any, path: _PATH) -> None:
         os.close(dir_fd)
 
 
-def load_checkpoint_file(path: _PATH, map_location: Any = "cpu") -> dict[str, Any]:
+def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a gan_lab checkpoint, failing with a message that names the file and the problem."""
     path = Path(path)
     if not path.is_file():
@@ -61,11 +60,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning CheckpointIO whose writes are atomic (temp file, fsync, rename)."""
 
     def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
     ) -> None:
         atomic_torch_save(checkpoint, path)
 
     def load_checkpoint(
-        self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None
+        self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
         return load_checkpoint_file(path, map_location=map_location or "cpu")

@@ -14,9 +14,9 @@ from torch import Tensor, nn
 
 from gan_lab.ema import EMA
 from gan_lab.instance_noise import InstanceNoise
-from gan_lab.losses import GANLoss, value_function
+from gan_lab.losses import GANLoss
 from gan_lab.nan_guard import NonFiniteGuard
-from gan_lab.rng_state import capture_rng_state, restore_rng_state
+from gan_lab.rng_state import capture_rng_state, restore_rng_state, seeded_generator
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -41,8 +41,12 @@ class GANModule(L.LightningModule):
 
     One *iteration* is ``k_d_steps`` discriminator updates, each on its own real minibatch and
     fresh noise, followed by one generator update. One ``training_step`` call is one iteration,
-    so Lightning's logging step counts iterations; ``trainer.global_step`` counts every
-    ``optimizer.step()`` (k + 1 per iteration) and is never used for cadence here.
+    and every logger's step is ``iteration`` (the one finished); ``trainer.global_step`` counts
+    every ``optimizer.step()`` (k + 1 per iteration) and is never used for cadence here.
+
+    Training noise comes from torch's global RNG (seeded by the run). Noise for samples and
+    metrics comes from generators seeded by ``sample_seed`` (the run seed), so observing a run
+    never draws from the training stream.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class GANModule(L.LightningModule):
         channels_last: bool = True,
         nan_guard: NonFiniteGuard | None = None,
         instance_noise: InstanceNoise | None = None,
+        sample_seed: int = 0,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -77,8 +82,9 @@ class GANModule(L.LightningModule):
         self.generator_ema = EMA(generator, ema_decay) if ema_decay else None
         # The resolved run config travels in every checkpoint so evaluate.py can rebuild the run.
         self.config = config
+        self.sample_seed = sample_seed
         # A fixed z makes successive sample grids comparable; a buffer so resume keeps it.
-        self.register_buffer("fixed_z", prior.sample(num_fixed_samples))
+        self.register_buffer("fixed_z", self.sample_noise(num_fixed_samples, "fixed_z"))
         self.iteration = 0
         self.compile_nets = compile
         self.channels_last = channels_last
@@ -134,6 +140,9 @@ class GANModule(L.LightningModule):
         # Under DDP the logged values are rank means; logging only on log steps keeps the
         # all-reduce off the other iterations.
         self.log_dict(stats, on_step=True, on_epoch=False, sync_dist=self.trainer.world_size > 1)
+        # A logged "step" is the x-axis Lightning gives every logger (its own counter is one
+        # behind: it counts batches finished before this one).
+        self.log("step", float(self.iteration), on_step=True, on_epoch=False)
 
     def _is_log_step(self) -> bool:
         # Lightning sends on-step values to the loggers every log_every_n_steps iterations only;
@@ -171,12 +180,10 @@ class GANModule(L.LightningModule):
             if self.nan_guard.allow_step("d_loss", total.detach(), self.iteration + 1):
                 optimizer.step()
             self.loss.after_d_step(self.discriminator)
-        real_logits, fake_logits = real_logits.detach(), fake_logits.detach()
+        diagnostics = self.loss.diagnostics(real_logits.detach(), fake_logits.detach())
         return {
             "train/d_loss": loss.detach(),
-            "train/d_real": torch.sigmoid(real_logits).mean(),
-            "train/d_fake": torch.sigmoid(fake_logits).mean(),
-            "train/value": value_function(real_logits, fake_logits),
+            **{f"train/{key}": value for key, value in diagnostics.items()},
         }
 
     def generator_step(self, batch_size: int, optimizer: Any) -> Tensor:
@@ -201,8 +208,10 @@ class GANModule(L.LightningModule):
         if self.stop_reason is None and not self.nan_guard.check():
             self.stop_reason = "non-finite" if self.nan_guard.on_nan == "stop" else "max-skips"
             print(f"\n[gan_lab] {self.nan_guard.stop_message}", file=sys.stderr)
-            if self._trainer is not None:
+            try:
                 self.trainer.should_stop = True
+            except RuntimeError:  # not attached to a Trainer (a check called by hand)
+                pass
         return self.stop_reason != "non-finite"
 
     def on_train_end(self) -> None:
@@ -210,6 +219,13 @@ class GANModule(L.LightningModule):
         self.check_finite()
 
     # ------------------------------------------------------------------ sampling
+    def sample_noise(self, n: int, purpose: str = "samples") -> Tensor:
+        """``n`` latent vectors for ``purpose``, the same on every call; never the training RNG.
+
+        Drawn on the CPU, so a run gives the same z on every device; ``generate`` moves them.
+        """
+        return self.prior.sample(n, generator=seeded_generator(self.sample_seed, purpose))
+
     @property
     def sampling_generator(self) -> nn.Module:
         """The generator used for samples and metrics: the EMA copy when enabled."""
@@ -219,14 +235,19 @@ class GANModule(L.LightningModule):
     def generate(
         self, n: int | None = None, batch_size: int = 1024, z: Tensor | None = None
     ) -> Tensor:
-        """Generate ``n`` samples (or one per row of ``z``) in eval mode, in batches."""
+        """Generate ``n`` samples (or one per row of ``z``) in eval mode, in batches.
+
+        Without ``z`` the noise is ``sample_noise(n)``: the same z at every call, so metrics at
+        different iterations (and of evaluate.py) score the generator, not the draw.
+        """
         generator = self.sampling_generator
         was_training = generator.training
         generator.eval()
         try:
             if z is None:
                 assert n is not None, "give n or z"
-                z = self.prior.sample(n, device=self.fixed_z.device)
+                z = self.sample_noise(n)
+            z = z.to(self.fixed_z.device)
             return torch.cat([generator(chunk) for chunk in z.split(batch_size)])
         finally:
             generator.train(was_training)

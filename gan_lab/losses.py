@@ -1,7 +1,9 @@
 """GAN losses, each computed from D's raw logits in a numerically stable form.
 
 Every loss has the same interface: ``d_loss(real_logits, fake_logits)`` (minimised by D),
-``g_loss(fake_logits)`` (minimised by G) and ``after_d_step(discriminator)``.
+``g_loss(fake_logits)`` (minimised by G), ``after_d_step(discriminator)``, and two that say what
+D's raw outputs mean under this loss: ``diagnostics`` (what training logs about D) and
+``d_star_estimate`` (D's estimate of the paper's D*, where it has one).
 """
 
 from __future__ import annotations
@@ -33,6 +35,16 @@ class GANLoss:
     def after_d_step(self, discriminator: nn.Module) -> None:
         """Constraint applied after each D update (weight clipping for WGAN); none by default."""
 
+    def diagnostics(self, real_out: Tensor, fake_out: Tensor) -> dict[str, Tensor]:
+        """What to log about D on a minibatch; by default its mean raw outputs (scores, which a
+        sigmoid would not turn into probabilities)."""
+        return {"d_real_output": real_out.mean(), "d_fake_output": fake_out.mean()}
+
+    def d_star_estimate(self, outputs: Tensor) -> Tensor | None:
+        """D's estimate of D*(x) = p_data / (p_data + p_g) from its raw outputs, or None when
+        this loss's D does not estimate it (then the 1-D theory skips V(D, G) and |D - D*|)."""
+        return None
+
 
 class MinimaxLoss(GANLoss):
     """The minimax game of Goodfellow et al. 2014: G minimises E[log(1 - D(G(z)))] (saturates)."""
@@ -42,6 +54,17 @@ class MinimaxLoss(GANLoss):
 
     def g_loss(self, fake_logits: Tensor) -> Tensor:
         return -F.softplus(fake_logits).mean()
+
+    def diagnostics(self, real_out: Tensor, fake_out: Tensor) -> dict[str, Tensor]:
+        """D(x) and D(G(z)) as the paper's probabilities, and V(D, G) on the minibatch."""
+        return {
+            "d_real": torch.sigmoid(real_out).mean(),
+            "d_fake": torch.sigmoid(fake_out).mean(),
+            "value": value_function(real_out, fake_out),
+        }
+
+    def d_star_estimate(self, outputs: Tensor) -> Tensor:
+        return torch.sigmoid(outputs)
 
 
 class NonSaturatingLoss(MinimaxLoss):
@@ -59,6 +82,11 @@ class LeastSquaresLoss(GANLoss):
 
     def g_loss(self, fake_logits: Tensor) -> Tensor:
         return 0.5 * (fake_logits - 1).pow(2).mean()
+
+    def d_star_estimate(self, outputs: Tensor) -> Tensor:
+        # Mao et al. 2017, Prop. 1: the optimal D is (b p_data + a p_g) / (p_data + p_g), which
+        # with a=0, b=1 is the paper's D*, on the raw output.
+        return outputs
 
 
 class HingeLoss(GANLoss):
@@ -84,6 +112,12 @@ class WassersteinLoss(GANLoss):
 
     def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         return fake_logits.mean() - real_logits.mean()
+
+    def diagnostics(self, real_out: Tensor, fake_out: Tensor) -> dict[str, Tensor]:
+        """Mean scores and their gap E[D(x)] - E[D(G(z))]: the critic's estimate of the
+        Wasserstein-1 distance, up to its Lipschitz constant (the curve WGAN papers plot)."""
+        gap = real_out.mean() - fake_out.mean()
+        return {**super().diagnostics(real_out, fake_out), "critic_gap": gap}
 
     def g_loss(self, fake_logits: Tensor) -> Tensor:
         return -fake_logits.mean()

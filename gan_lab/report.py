@@ -108,7 +108,7 @@ def _plot(jobs: list[dict], path: Path) -> None:
         if not metrics_csv.is_file():
             continue
         points = [
-            (int(row["step"]) + 1, float(row[PRIMARY]))
+            (int(row["step"]), float(row[PRIMARY]))
             for row in csv.DictReader(metrics_csv.open())
             if row.get(PRIMARY)
         ]

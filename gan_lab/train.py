@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,6 @@ import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint, ProgressBar, RichProgressBar, TQDMProgressBar
-from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 from omegaconf import DictConfig, OmegaConf
 
 import gan_lab.config  # noqa: F401 - registers the run schema with Hydra's ConfigStore
@@ -45,6 +45,7 @@ def build_module(cfg: DictConfig, sample_shape: tuple[int, ...]) -> GANModule:
         nan_guard=NonFiniteGuard(cfg.train.on_nan, cfg.train.nan_check_every, cfg.train.max_skips),
         compile=cfg.train.compile,
         channels_last=cfg.train.channels_last,
+        sample_seed=cfg.seed,
     )
 
 
@@ -78,7 +79,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     ):
         # Lightning's default bar redraws every step: ~5 % of a small MLP's iteration on CPU
         # (docs/benchmarks.md). Redrawing every log_every iterations costs nothing visible.
-        bar = RichProgressBar if _RICH_AVAILABLE else TQDMProgressBar
+        bar = RichProgressBar if importlib.util.find_spec("rich") else TQDMProgressBar
         callbacks.append(bar(refresh_rate=cfg.train.log_every))
     return instantiate(
         cfg.trainer,

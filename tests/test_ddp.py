@@ -36,7 +36,7 @@ def test_ddp_cpu_two_ranks_stay_in_sync(tmp_path):
     # Ranks saw different data and noise, and the logged loss is their mean.
     assert rank0["g_losses"] != rank1["g_losses"]
     rows = [r for r in csv.DictReader((run_dir / "metrics.csv").open()) if r.get("train/g_loss")]
-    logged = {int(r["step"]) + 1: float(r["train/g_loss"]) for r in rows}
+    logged = {int(r["step"]): float(r["train/g_loss"]) for r in rows}
     for iteration in (5, 10):
         mean = (rank0["g_losses"][iteration - 1] + rank1["g_losses"][iteration - 1]) / 2
         assert logged[iteration] == pytest.approx(mean, abs=1e-5)

@@ -42,8 +42,11 @@ def test_every_combination_trains_two_iterations(
         *extra,
     )
     metrics = train(cfg)
-    for key in ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake"):
-        assert torch.isfinite(torch.tensor(metrics[key])), key
+    # D's diagnostics differ by loss (tests/test_observation.py); all of them must be finite.
+    logged = {key: value for key, value in metrics.items() if key.startswith("train/")}
+    assert {"train/d_loss", "train/g_loss"} < logged.keys() and len(logged) >= 5, logged
+    for key, value in logged.items():
+        assert torch.isfinite(torch.tensor(value)), key
     assert metrics["train/iteration"] == 2
 
 

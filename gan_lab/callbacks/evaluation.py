@@ -30,9 +30,9 @@ class Evaluation(L.Callback):
         if not trainer.is_global_zero:
             return
         metrics = self.evaluator(pl_module, trainer.datamodule, iteration)
-        # Straight to the loggers, once: values logged with self.log from a callback would be
-        # re-sent at every later logging step. callback_metrics feeds checkpoint selection.
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        # Straight to the loggers, once, at the iteration's own step: values logged with self.log
+        # from a callback would be re-sent at every later logging step. callback_metrics feeds
+        # checkpoint selection.
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=step)
+            logger.log_metrics(metrics, step=iteration)
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})

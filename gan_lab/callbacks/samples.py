@@ -50,8 +50,9 @@ def toy_plot(fake: Tensor, real: Tensor, path: Path, title: str) -> None:
 class SampleGrid(L.Callback):
     """Every ``every_n_iterations``, draws samples from the module's fixed z and saves a PNG.
 
-    The PNG goes to ``<dirpath>/iter_XXXXXXX.png`` and, as an image, to every logger that takes
-    images (TensorBoard, W&B). Only rank 0 writes.
+    The PNG goes to ``<dirpath>/iter_XXXXXXX.png`` and, as an image at step XXXXXXX, to every
+    logger that takes images (TensorBoard, W&B). Only rank 0 writes. Toy plots use the module's
+    sample noise (the same z every time), so drawing never touches the training RNG.
     """
 
     def __init__(self, dirpath: str, every_n_iterations: int = 500, num_toy_samples: int = 2000):
@@ -88,16 +89,10 @@ class SampleGrid(L.Callback):
             save_image(image, path)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("samples", image, global_step=_logger_step(trainer))
+                logger.experiment.add_image("samples", image, global_step=iteration)
             elif isinstance(logger, WandbLogger):
-                logger.log_image("samples", [path.as_posix()], step=_logger_step(trainer))
+                logger.log_image("samples", [path.as_posix()], step=iteration)
         return path
-
-
-def _logger_step(trainer: L.Trainer) -> int:
-    # The step Lightning gives the scalars of the iteration that just ran (iteration - 1), so the
-    # images line up with the losses on every dashboard; W&B rejects steps that go backwards.
-    return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
 def _read_png(path: Path) -> Tensor:

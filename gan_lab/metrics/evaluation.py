@@ -14,6 +14,7 @@ from torch import nn
 from gan_lab.metrics.fid import FeatureDistance
 from gan_lab.metrics.theory import gaussian_density, kde_density, plot_theory, theory_report
 from gan_lab.metrics.toy import gaussian_1d_metrics, mode_metrics
+from gan_lab.rng_state import derived_seed, isolated_rng
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,10 @@ class Evaluator:
     """Computes the metrics that fit the data: FID/KID for images, mode metrics for 2-D
     mixtures, fit + theory diagnostics for 1-D Gaussians. ``primary`` names the one to select
     checkpoints and sweeps by (lower is better); it is also logged as ``val/primary``.
+
+    Generated samples come from the module's evaluation noise (the same z at every call) and
+    anything random inside the metrics runs on seeded, isolated RNGs: the numbers of one
+    generator are reproducible, and evaluating never draws from the training noise stream.
     """
 
     # A feature module, or a factory called with the datamodule (returns None: no FID).
@@ -39,6 +44,10 @@ class Evaluator:
     _distance: FeatureDistance | None = field(default=None, init=False, repr=False)
 
     def __call__(self, module: Any, datamodule: Any, iteration: int) -> dict[str, float]:
+        with isolated_rng(derived_seed(module.sample_seed, "evaluation"), module.fixed_z.device):
+            return self.metrics(module, datamodule, iteration)
+
+    def metrics(self, module: Any, datamodule: Any, iteration: int) -> dict[str, float]:
         if datamodule.kind == "image":
             return self.image_metrics(module, datamodule)
         if hasattr(datamodule, "modes"):
@@ -59,7 +68,9 @@ class Evaluator:
             return {}
         device = module.fixed_z.device
         if self._distance is None:  # real statistics once per run
-            self._distance = FeatureDistance(self.extractor, self.kid_subset_size).to(device)
+            self._distance = FeatureDistance(
+                self.extractor, self.kid_subset_size, derived_seed(module.sample_seed, "kid")
+            ).to(device)
             self._distance.add_real(
                 datamodule.real_samples(self.num_real, "train"), self.batch_size
             )
@@ -79,18 +90,19 @@ class Evaluator:
         hi = max(datamodule.mean + 5 * datamodule.std, samples.quantile(0.999).item())
         x = torch.linspace(lo, hi, 2001, dtype=torch.float64)
         discriminator = module.discriminator
-
-        @torch.inference_mode()
-        def d_prob(points: torch.Tensor) -> torch.Tensor:
-            was_training = discriminator.training
-            discriminator.eval()
+        was_training = discriminator.training
+        discriminator.eval()
+        with torch.inference_mode():
             param = next(discriminator.parameters())
-            out = torch.sigmoid(discriminator(points[:, None].to(param))).double().cpu()
-            discriminator.train(was_training)
-            return out
-
+            outputs = discriminator(x[:, None].to(param))
+        discriminator.train(was_training)
+        # None for hinge and critic scores, which estimate no probability: then only p_g's side.
+        d_estimate = module.loss.d_star_estimate(outputs)
         report = theory_report(
-            gaussian_density(datamodule.mean, datamodule.std), kde_density(samples), x, d_prob
+            gaussian_density(datamodule.mean, datamodule.std),
+            kde_density(samples),
+            x,
+            None if d_estimate is None else lambda _: d_estimate.double().cpu(),
         )
         if self.plot_dir is not None:
             plot_theory(
@@ -98,11 +110,8 @@ class Evaluator:
                 Path(self.plot_dir) / f"iter_{iteration:07d}.png",
                 f"iteration {iteration}: JSD={report.jsd:.3f}",
             )
-        return {
-            **metrics,
-            "theory/jsd": report.jsd,
-            "theory/value": report.value_d,
-            "theory/value_d_star": report.value_d_star,
-            "theory/d_vs_dstar_max_err": report.d_vs_dstar_max_err,
-            "val/primary": metrics["toy/wasserstein"],
-        }
+        theory = {"theory/jsd": report.jsd, "theory/value_d_star": report.value_d_star}
+        if report.value_d is not None:
+            theory["theory/value"] = report.value_d
+            theory["theory/d_vs_dstar_max_err"] = report.d_vs_dstar_max_err
+        return {**metrics, **theory, "val/primary": metrics["toy/wasserstein"]}

@@ -7,14 +7,18 @@ from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from gan_lab.rng_state import isolated_rng
+
 
 class FeatureDistance:
     """FID + KID between real and generated images on one extractor's features.
 
-    Real features are added once (``add_real``) and kept across ``compute_fake`` calls.
+    Real features are added once (``add_real``) and kept across ``compute_fake`` calls. KID's
+    random subsets are drawn with ``seed`` on an isolated RNG: the same images give the same KID,
+    and the caller's RNG stream is left as it was.
     """
 
-    def __init__(self, extractor: nn.Module, kid_subset_size: int = 1000) -> None:
+    def __init__(self, extractor: nn.Module, kid_subset_size: int = 1000, seed: int = 0) -> None:
         self.extractor = extractor.eval()
         # Both metrics would run the extractor on every batch; they get the features instead,
         # so each image goes through the extractor once (2x faster evaluation).
@@ -24,6 +28,7 @@ class FeatureDistance:
             feature=given, reset_real_features=False, subset_size=kid_subset_size
         )
         self.kid_subset_size = kid_subset_size
+        self.seed = seed
         self.num_real = 0
 
     def to(self, device: torch.device) -> FeatureDistance:
@@ -46,7 +51,8 @@ class FeatureDistance:
             self._update(batch, real=False)
         # KID's subsets cannot be larger than the smaller sample set.
         self.kid.subset_size = min(self.kid_subset_size, self.num_real, len(images))
-        kid_mean, _ = self.kid.compute()
+        with isolated_rng(self.seed, self.kid.device):
+            kid_mean, _ = self.kid.compute()
         return {"fid": float(self.fid.compute()), "kid": float(kid_mean)}
 
     def _update(self, images: Tensor, real: bool) -> None:
