@@ -72,8 +72,9 @@ def evaluate(
 def run_config(stored: dict, overrides: list[str], plot_dir: Path) -> DictConfig:
     """The stored run config with ``group=option`` switches, then ``key=value`` overrides."""
     cfg = OmegaConf.create(stored)
-    switches = {_package_of(o): o for o in overrides if _package_of(o)}
-    values = [o for o in overrides if not _package_of(o)]
+    packages = {o: _package_of(o) for o in overrides}
+    switches = {package: o for o, package in packages.items() if package}
+    values = [o for o, package in packages.items() if not package]
     trained_without_eval = OmegaConf.select(cfg, "eval.evaluator") is None
     if trained_without_eval and "eval" not in switches:
         print(
