@@ -19,6 +19,7 @@ class TrainSettings:
     sample_every: int = 500
     checkpoint_every: int = 500
     ema_decay: Optional[float] = None  # noqa: UP045 - OmegaConf reads typing.Optional
+    ema_warmup: bool = True
     num_fixed_samples: int = 64
     # Non-finite guard: "stop" (keep the last good checkpoint) or "skip" (drop the update).
     on_nan: str = "stop"

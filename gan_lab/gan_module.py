@@ -60,6 +60,7 @@ class GANModule(L.LightningModule):
         k_d_steps: int = 1,
         regularizer: Any | None = None,
         ema_decay: float | None = None,
+        ema_warmup: bool = True,
         num_fixed_samples: int = 64,
         config: dict | None = None,
         compile: bool = False,
@@ -79,7 +80,7 @@ class GANModule(L.LightningModule):
         self.k_d_steps = k_d_steps
         self.regularizer = regularizer
         self.instance_noise = instance_noise
-        self.generator_ema = EMA(generator, ema_decay) if ema_decay else None
+        self.generator_ema = EMA(generator, ema_decay, ema_warmup) if ema_decay else None
         # The resolved run config travels in every checkpoint so evaluate.py can rebuild the run.
         self.config = config
         self.sample_seed = sample_seed
@@ -196,7 +197,8 @@ class GANModule(L.LightningModule):
             if self.nan_guard.allow_step("g_loss", loss.detach(), self.iteration + 1):
                 optimizer.step()
         if self.generator_ema is not None:
-            self.generator_ema.update(self.generator)
+            # ``iteration`` counts the G steps before this one, and a resumed run restores it.
+            self.generator_ema.update(self.generator, self.iteration)
         return loss.detach()
 
     def check_finite(self) -> bool:

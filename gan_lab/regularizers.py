@@ -1,16 +1,28 @@
-"""D regularizers, composable with any loss: ``reg(D, real, fake) -> weighted penalty``."""
+"""D regularizers, composable with any loss: ``reg(D, real, fake) -> weighted penalty``.
+
+A packing D (PacGAN, ``pack = m``) is a function of its packed input, m consecutive samples
+side by side, so both penalties treat one packed input as one point: the gradient norm is taken
+over the m samples' gradients together, and WGAN-GP interpolates whole packed inputs.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from gan_lab.nets.packing import pack
+
+
+def _pack_size(discriminator: nn.Module) -> int:
+    return int(getattr(discriminator, "pack", 1))
+
 
 def _input_gradients(discriminator: nn.Module, x: Tensor) -> Tensor:
-    # With packing D returns B/m logits; the sum still gives each input its own gradient.
+    """Gradient of D's output w.r.t. each input D judged: shape (B / m, m * features)."""
     x = x.detach().requires_grad_(True)
+    # Each logit depends only on its own packed input, so the sum gives each its own gradient.
     (grad,) = torch.autograd.grad(discriminator(x).sum(), x, create_graph=True)
-    return grad.flatten(1)
+    return pack(grad, _pack_size(discriminator)).flatten(1)
 
 
 class GradientPenalty:
@@ -20,9 +32,10 @@ class GradientPenalty:
         self.weight, self.target, self.every = weight, target, every
 
     def __call__(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+        m = _pack_size(discriminator)
         eps = torch.rand(
-            real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype
-        )
+            real.shape[0] // m, *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype
+        ).repeat_interleave(m, dim=0)
         x_hat = eps * real.detach() + (1 - eps) * fake.detach()
         norms = _input_gradients(discriminator, x_hat).norm(2, dim=1)
         return self.weight * (norms - self.target).pow(2).mean()

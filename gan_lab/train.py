@@ -40,6 +40,7 @@ def build_module(cfg: DictConfig, sample_shape: tuple[int, ...]) -> GANModule:
         regularizer=instantiate(cfg.regularizer) if cfg.regularizer else None,
         instance_noise=instantiate(cfg.instance_noise) if cfg.instance_noise else None,
         ema_decay=cfg.train.ema_decay,
+        ema_warmup=cfg.train.ema_warmup,
         num_fixed_samples=cfg.train.num_fixed_samples,
         config=OmegaConf.to_container(cfg, resolve=True),
         nan_guard=NonFiniteGuard(cfg.train.on_nan, cfg.train.nan_check_every, cfg.train.max_skips),

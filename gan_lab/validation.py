@@ -15,8 +15,6 @@ from omegaconf import DictConfig
 from gan_lab.nets.dcgan import SUPPORTED_RESOLUTIONS
 
 NAN_POLICIES = ("stop", "skip")
-# Regularizers that make a clip-free WGAN critic (approximately) Lipschitz.
-GRADIENT_PENALTIES = ("GradientPenalty", "R1Penalty")
 
 
 class ConfigError(ValueError):
@@ -67,14 +65,42 @@ def _check_prior_and_loss(cfg: DictConfig) -> None:
     dim = cfg.prior.get("dim")
     if dim is not None and (not isinstance(dim, int) or dim <= 0):
         raise ConfigError("prior.dim", dim, "latent dimension must be an integer > 0")
-    if _target(cfg.loss) == "WassersteinLoss" and cfg.loss.get("clip") is None:
-        if _target(cfg.regularizer) not in GRADIENT_PENALTIES:
+    if _target(cfg.loss) == "WassersteinLoss":
+        _check_lipschitz_critic(cfg)
+
+
+def _check_lipschitz_critic(cfg: DictConfig) -> None:
+    # The critic must be (about) 1-Lipschitz everywhere for its scores to estimate W1:
+    # weight clipping, WGAN-GP on interpolates or spectral norm do that; R1 (on real data only)
+    # does not.
+    clip = cfg.loss.get("clip")
+    d = cfg.model.get("d")
+    spectral_norm = isinstance(d, DictConfig) and bool(d.get("spectral_norm"))
+    if clip is not None:
+        if not clip > 0:
+            raise ConfigError("loss.clip", clip, "must be > 0 or null")
+        if spectral_norm:
+            # SN divides the stored weight by its norm: clipping that weight bounds nothing,
+            # and shrinking it scales the gradient SN passes back by 1 / norm (runs went NaN).
             raise ConfigError(
                 "loss.clip",
-                None,
-                "the wasserstein loss needs a Lipschitz critic: set loss.clip > 0 or "
-                "regularizer=gradient_penalty",
+                clip,
+                "spectral norm already makes the critic Lipschitz and clipping the weights it "
+                "rescales only inflates their steps: set loss.clip=null with "
+                "model.d.spectral_norm=true",
             )
+        return
+    regularizer = _target(cfg.regularizer)
+    if regularizer == "GradientPenalty" or spectral_norm:
+        return
+    rule = "the wasserstein loss needs a Lipschitz critic: "
+    if regularizer == "R1Penalty":
+        rule += "R1 does not make the critic Lipschitz (it penalises real data only); "
+    raise ConfigError(
+        "loss.clip",
+        None,
+        rule + "set loss.clip > 0, regularizer=gradient_penalty or model.d.spectral_norm=true",
+    )
 
 
 def _check_batch(cfg: DictConfig, datamodule: Any | None) -> None:

@@ -55,3 +55,36 @@ def test_mlp_generator_with_skip_starts_as_the_identity_and_learns():
 def test_mlp_generator_skip_needs_a_prior_of_the_sample_size():
     with pytest.raises(ValueError, match=r"prior.dim=2"):
         MLPGenerator(latent_dim=8, sample_shape=(2,), skip=True)
+
+
+def _convs(net: nn.Module) -> list[nn.Module]:
+    return [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+
+
+@pytest.mark.parametrize("spectral_norm", [False, True])
+def test_dcgan_discriminator_init_survives_spectral_norm(spectral_norm):
+    """The stored conv weights are N(0, 0.02) with or without spectral norm (SN wraps the
+    initialised weight); with SN the weight D uses is that one divided by its spectral norm,
+    as power iteration estimates it (from below, so the used weight's norm is >= 1)."""
+    torch.manual_seed(0)
+    disc = DCGANDiscriminator((1, 32, 32), base_channels=32, spectral_norm=spectral_norm)
+    for conv in _convs(disc):
+        raw = conv.parametrizations.weight.original if spectral_norm else conv.weight
+        assert raw.std().item() == pytest.approx(0.02, rel=0.1), conv
+        if spectral_norm:
+            used = conv.weight.detach()
+            scale = used / raw.detach()
+            assert torch.allclose(scale, scale.mean(), rtol=1e-4), conv
+            assert 1.0 - 1e-4 <= torch.linalg.matrix_norm(used.flatten(1), ord=2) < 1.05, conv
+
+
+def test_mlp_discriminator_spectral_norm_keeps_the_default_init():
+    """SN wraps nn.Linear's own init: same raw weights as without SN, for the same seed."""
+    torch.manual_seed(0)
+    plain = MLPDiscriminator((2,), hidden=(64, 64))
+    torch.manual_seed(0)
+    normed = MLPDiscriminator((2,), hidden=(64, 64), spectral_norm=True)
+    linears = [m for m in normed.modules() if isinstance(m, nn.Linear)]
+    for a, b in zip([m for m in plain.modules() if isinstance(m, nn.Linear)], linears):
+        assert torch.equal(a.weight, b.parametrizations.weight.original)
+        assert 1.0 - 1e-4 <= torch.linalg.matrix_norm(b.weight.detach(), ord=2) < 1.05

@@ -177,17 +177,27 @@ def test_diagnostics_are_computed_from_what_d_outputs():
 
 
 @pytest.mark.parametrize(
-    ("loss", "compares_d"),
-    [("non_saturating", True), ("least_squares", True), ("hinge", False), ("wasserstein", False)],
+    ("loss", "pack", "compares_d"),
+    [
+        ("non_saturating", 1, True),
+        ("least_squares", 1, True),
+        ("hinge", 1, False),
+        ("wasserstein", 1, False),
+        ("non_saturating", 2, False),
+    ],
 )
-def test_1d_theory_compares_d_with_d_star_only_where_d_estimates_it(make_config, loss, compares_d):
+def test_1d_theory_compares_d_with_d_star_only_where_d_estimates_it(
+    make_config, loss, pack, compares_d
+):
     """D* = p_data / (p_data + p_g) is the optimum of the paper's D (through a sigmoid) and of
     LSGAN's with targets 0/1 (Mao et al. 2017, Prop. 1); hinge and critic scores estimate no
-    probability, so V(D, G) and |D - D*| are not reported for them."""
+    probability, and a packing D judges m samples at once (no D(x) of one x), so V(D, G) and
+    |D - D*| are not reported for them."""
     metrics = train(
         make_config(
             "experiment=gaussian1d_mlp",
             f"loss={loss}",
+            f"model.d.pack={pack}",
             "callbacks=default",
             "train.iterations=4",
             "eval.every_n_iterations=4",

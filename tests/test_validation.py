@@ -27,7 +27,21 @@ BAD = [
     (
         [*TOY, "loss=wasserstein", "loss.clip=null"],
         "loss.clip=None",
-        "set loss.clip > 0 or regularizer=gradient_penalty",
+        "set loss.clip > 0, regularizer=gradient_penalty or model.d.spectral_norm=true",
+    ),
+    (
+        # R1 penalises D's gradient on real data only: the critic stays unbounded elsewhere.
+        [*TOY, "loss=wasserstein", "loss.clip=null", "regularizer=r1"],
+        "loss.clip=None",
+        "R1 does not make the critic Lipschitz",
+    ),
+    ([*TOY, "loss=wasserstein", "loss.clip=0"], "loss.clip=0", "must be > 0 or null"),
+    (
+        # SN rescales whatever clipping leaves: clipping constrains nothing and shrinks the
+        # stored weights, multiplying their effective learning rate (fuzz draw 145 went NaN).
+        [*TOY, "loss=wasserstein", "model.d.spectral_norm=true"],
+        "loss.clip=0.01",
+        "set loss.clip=null with model.d.spectral_norm=true",
     ),
     ([*TOY, "train.on_nan=ignore"], "train.on_nan=ignore", "must be one of stop, skip"),
     ([*TOY, "train.ema_decay=1.5"], "train.ema_decay=1.5", "must be in (0, 1)"),
@@ -73,6 +87,8 @@ def test_good_configs_pass(make_config):
         TOY,
         DIGITS_DCGAN,
         [*TOY, "loss=wasserstein", "loss.clip=null", "regularizer=gradient_penalty"],
+        [*TOY, "loss=wasserstein", "loss.clip=null", "model.d.spectral_norm=true"],
+        [*TOY, "loss=wasserstein", "regularizer=r1"],  # clipping keeps the critic Lipschitz
     ):
         validate(make_config(*overrides))
 

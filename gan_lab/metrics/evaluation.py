@@ -89,15 +89,7 @@ class Evaluator:
         lo = min(datamodule.mean - 5 * datamodule.std, samples.quantile(0.001).item())
         hi = max(datamodule.mean + 5 * datamodule.std, samples.quantile(0.999).item())
         x = torch.linspace(lo, hi, 2001, dtype=torch.float64)
-        discriminator = module.discriminator
-        was_training = discriminator.training
-        discriminator.eval()
-        with torch.inference_mode():
-            param = next(discriminator.parameters())
-            outputs = discriminator(x[:, None].to(param))
-        discriminator.train(was_training)
-        # None for hinge and critic scores, which estimate no probability: then only p_g's side.
-        d_estimate = module.loss.d_star_estimate(outputs)
+        d_estimate = self._d_on_grid(module, x)
         report = theory_report(
             gaussian_density(datamodule.mean, datamodule.std),
             kde_density(samples),
@@ -115,3 +107,19 @@ class Evaluator:
             theory["theory/value"] = report.value_d
             theory["theory/d_vs_dstar_max_err"] = report.d_vs_dstar_max_err
         return {**metrics, **theory, "val/primary": metrics["toy/wasserstein"]}
+
+    @staticmethod
+    def _d_on_grid(module: Any, x: torch.Tensor) -> torch.Tensor | None:
+        """D's estimate of D*(x) on the 1-D grid ``x``; None where D estimates no such thing:
+        hinge and critic scores (no probability) and a packing D (it judges m samples at once,
+        so a single x has no D(x)). Then only p_g's side of the theory is reported."""
+        discriminator = module.discriminator
+        if getattr(discriminator, "pack", 1) > 1:
+            return None
+        was_training = discriminator.training
+        discriminator.eval()
+        with torch.inference_mode():
+            param = next(discriminator.parameters())
+            outputs = discriminator(x[:, None].to(param))
+        discriminator.train(was_training)
+        return module.loss.d_star_estimate(outputs)

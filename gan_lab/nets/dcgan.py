@@ -85,19 +85,24 @@ class DCGANDiscriminator(nn.Module):
         start, n = _stages(height)
         self.pack = pack
         widths = [base_channels * 2**i for i in range(n)]
-        sn = add_spectral_norm if spectral_norm else (lambda layer: layer)
         layers: list[nn.Module] = [
-            sn(nn.Conv2d(channels * pack, widths[0], 4, 2, 1)),
+            nn.Conv2d(channels * pack, widths[0], 4, 2, 1),
             nn.LeakyReLU(0.2, True),
         ]
         for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
-            layers.append(sn(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=spectral_norm)))
+            layers.append(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=spectral_norm))
             if not spectral_norm:
                 layers.append(nn.BatchNorm2d(c_out))
             layers.append(nn.LeakyReLU(0.2, True))
-        layers.append(sn(nn.Conv2d(widths[-1], 1, start, 1, 0)))
+        layers.append(nn.Conv2d(widths[-1], 1, start, 1, 0))
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
+        if spectral_norm:
+            # After the init: SN's ``weight`` is computed from the stored one, so writing into
+            # it would change nothing, and its power iteration starts from the final weights.
+            for layer in self.net:
+                if isinstance(layer, nn.Conv2d):
+                    add_spectral_norm(layer)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(pack(x, self.pack)).flatten()

@@ -17,13 +17,18 @@ def _mlp(
     sizes: Sequence[int], activation: ActivationFactory, dropout: float = 0.0, sn: bool = False
 ) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        linear = nn.Linear(fan_in, fan_out)
-        layers.append(add_spectral_norm(linear) if sn else linear)
-        if i < len(sizes) - 2:
+    linears = [nn.Linear(fan_in, fan_out) for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]
+    for i, linear in enumerate(linears):
+        layers.append(linear)
+        if i < len(linears) - 1:
             layers.append(activation())
             if dropout:
                 layers.append(nn.Dropout(dropout))
+    if sn:
+        # Once every layer has its init: SN's power iteration draws from the RNG, so wrapping
+        # as we go would give the later layers other weights than the same seed without SN.
+        for linear in linears:
+            add_spectral_norm(linear)
     return nn.Sequential(*layers)
 
 
