@@ -10,11 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from gan_lab.nets.packing import pack
-
-
-def _pack_size(discriminator: nn.Module) -> int:
-    return int(getattr(discriminator, "pack", 1))
+from gan_lab.nets.packing import pack, pack_size
 
 
 def _input_gradients(discriminator: nn.Module, x: Tensor) -> Tensor:
@@ -22,7 +18,7 @@ def _input_gradients(discriminator: nn.Module, x: Tensor) -> Tensor:
     x = x.detach().requires_grad_(True)
     # Each logit depends only on its own packed input, so the sum gives each its own gradient.
     (grad,) = torch.autograd.grad(discriminator(x).sum(), x, create_graph=True)
-    return pack(grad, _pack_size(discriminator)).flatten(1)
+    return pack(grad, pack_size(discriminator)).flatten(1)
 
 
 class GradientPenalty:
@@ -32,7 +28,7 @@ class GradientPenalty:
         self.weight, self.target, self.every = weight, target, every
 
     def __call__(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        m = _pack_size(discriminator)
+        m = pack_size(discriminator)
         eps = torch.rand(
             real.shape[0] // m, *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype
         ).repeat_interleave(m, dim=0)

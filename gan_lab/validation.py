@@ -32,6 +32,12 @@ def _target(node: Any) -> str:
     return str(node.get("_target_") or "").rsplit(".", 1)[-1]
 
 
+def _d_setting(cfg: DictConfig, key: str) -> Any:
+    """``model.d.<key>`` when the model config has a D node with that key, else None."""
+    d = cfg.model.get("d")
+    return d.get(key) if isinstance(d, DictConfig) else None
+
+
 def _at_least(cfg: DictConfig, key: str, minimum: int) -> None:
     value = cfg
     for part in key.split("."):
@@ -74,8 +80,7 @@ def _check_lipschitz_critic(cfg: DictConfig) -> None:
     # weight clipping, WGAN-GP on interpolates or spectral norm do that; R1 (on real data only)
     # does not.
     clip = cfg.loss.get("clip")
-    d = cfg.model.get("d")
-    spectral_norm = isinstance(d, DictConfig) and bool(d.get("spectral_norm"))
+    spectral_norm = bool(_d_setting(cfg, "spectral_norm"))
     if clip is not None:
         if not clip > 0:
             raise ConfigError("loss.clip", clip, "must be > 0 or null")
@@ -108,7 +113,7 @@ def _check_batch(cfg: DictConfig, datamodule: Any | None) -> None:
     if batch_size is None:
         return
     _at_least(cfg, "data.batch_size", 1)
-    pack = cfg.model.d.get("pack") if isinstance(cfg.model.get("d"), DictConfig) else None
+    pack = _d_setting(cfg, "pack")
     if pack is not None and (pack < 1 or batch_size % pack):
         raise ConfigError(
             "model.d.pack", pack, f"must be >= 1 and divide data.batch_size={batch_size}"

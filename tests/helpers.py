@@ -1,4 +1,5 @@
-"""Test-only callbacks, added to a run with ``+callbacks.<name>._target_=tests.helpers.<Class>``."""
+"""Test-only helpers: callbacks, added to a run with
+``+callbacks.<name>._target_=tests.helpers.<Class>``, and small data fixtures in real formats."""
 
 from __future__ import annotations
 
@@ -7,7 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.callbacks import Callback
+
+from gan_lab.data.idx import write_idx
+
+
+def write_fake_fashion(root: Path, n: int = 12) -> None:
+    """Fashion-MNIST's four IDX files under ``root``, ``n`` random images per split."""
+    rng = np.random.default_rng(0)
+    for prefix in ("train", "t10k"):
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
 
 
 class Throttle(Callback):

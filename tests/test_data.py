@@ -33,6 +33,7 @@ from gan_lab.data import (
 )
 from gan_lab.data.idx import write_idx
 from gan_lab.data.images import FASHION_MNIST_SYSTEM_DIR
+from tests.helpers import write_fake_fashion
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "data"
 HAS_FASHION = (Path(FASHION_MNIST_SYSTEM_DIR) / "train-images-idx3-ubyte.gz").is_file()
@@ -243,13 +244,6 @@ def test_digits_resized_and_streamed() -> None:
     dm = Digits(resolution=16, batch_size=8, in_memory=False)
     assert_image_batch(dm)
     assert dm.real_samples(4).shape == (4, 1, 16, 16)
-
-
-def write_fake_fashion(root: Path, n: int = 12) -> None:
-    rng = np.random.default_rng(0)
-    for prefix in ("train", "t10k"):
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
 
 
 def test_fashion_mnist_from_root(tmp_path: Path) -> None:

@@ -20,15 +20,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from gan_lab.data.idx import write_idx
 from gan_lab.evaluate import evaluate
 from gan_lab.gan_module import GANModule
 from gan_lab.train import fit
 from tests.conftest import compose_config
+from tests.helpers import write_fake_fashion
 
 FAST_DRAWS = 30
 ALL_DRAWS = 200
@@ -123,19 +122,10 @@ def draw(index: int) -> Draw:
     return result
 
 
-def _fake_fashion(root: Path) -> None:
-    rng = np.random.default_rng(0)
-    for prefix in ("train", "t10k"):
-        n = FAKE_FASHION_IMAGES
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n, dtype=np.uint8))
-
-
 @pytest.fixture(scope="module")
 def fashion_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fashion")
-    _fake_fashion(root)
+    write_fake_fashion(root, FAKE_FASHION_IMAGES)
     return root
 
 
@@ -248,8 +238,8 @@ def check_draw(index: int, tmp_path: Path, fashion_root: Path, monkeypatch) -> N
     for step, ckpt in ((2, checkpoints / "iter_0000002.ckpt"), (3, checkpoints / "last.ckpt")):
         again = evaluate(ckpt)
         assert again["iteration"] == step
-        expected = {key: v for key, v in logged[step].items() if key.startswith(("val/", "toy/"))}
-        expected.update({k: v for k, v in logged[step].items() if k.startswith("theory/")})
+        metric_keys = ("val/", "toy/", "theory/")
+        expected = {key: v for key, v in logged[step].items() if key.startswith(metric_keys)}
         assert expected and "val/primary" in expected, logged[step]
         for key, value in expected.items():
             assert again[key] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), key

@@ -14,6 +14,7 @@ from torch import nn
 from gan_lab.metrics.fid import FeatureDistance
 from gan_lab.metrics.theory import gaussian_density, kde_density, plot_theory, theory_report
 from gan_lab.metrics.toy import gaussian_1d_metrics, mode_metrics
+from gan_lab.nets.packing import pack_size
 from gan_lab.rng_state import derived_seed, isolated_rng
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class Evaluator:
         hinge and critic scores (no probability) and a packing D (it judges m samples at once,
         so a single x has no D(x)). Then only p_g's side of the theory is reported."""
         discriminator = module.discriminator
-        if getattr(discriminator, "pack", 1) > 1:
+        if pack_size(discriminator) > 1:
             return None
         was_training = discriminator.training
         discriminator.eval()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def pack(x: Tensor, m: int) -> Tensor:
@@ -16,3 +16,8 @@ def pack(x: Tensor, m: int) -> Tensor:
         )
     # Consecutive samples are grouped: reshape merges them along the first feature axis.
     return x.reshape(x.shape[0] // m, m * x.shape[1], *x.shape[2:])
+
+
+def pack_size(discriminator: nn.Module) -> int:
+    """How many samples ``discriminator`` judges at once: its declared ``pack``, else 1."""
+    return int(getattr(discriminator, "pack", 1))
