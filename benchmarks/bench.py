@@ -43,7 +43,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 import gan_lab.config  # noqa: F401 - registers the run schema
-from gan_lab.train import build_datamodule, build_module, build_trainer
+from gan_lab.build import build_datamodule, build_module, build_trainer
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 

@@ -11,31 +11,41 @@ from omegaconf import MISSING
 
 @dataclass
 class TrainSettings:
-    """Run scalars. Every budget and interval is in GAN iterations (k D-steps + 1 G-step)."""
+    """The ``train`` group: the run's scalars, and the one home of their defaults.
+
+    One iteration is ``k_d_steps`` discriminator updates + 1 generator update (Algorithm 1);
+    ``iterations`` and every ``*_every`` interval count iterations, whatever k is. The train
+    group owns the cadence of logging, sample grids and checkpoints; the eval group owns the
+    cadence of metrics (``eval.every_n_iterations``, in conf/eval/*.yaml).
+    """
 
     iterations: int = 2000
     k_d_steps: int = 1
     log_every: int = 10
     sample_every: int = 500
     checkpoint_every: int = 500
+    # e.g. 0.999: samples and metrics from an EMA of G's weights.
     ema_decay: Optional[float] = None  # noqa: UP045 - OmegaConf reads typing.Optional
+    # Decay ramps as min(ema_decay, (1 + t) / (10 + t)) (gan_lab/ema.py).
     ema_warmup: bool = True
     num_fixed_samples: int = 64
-    # Non-finite guard: "stop" (keep the last good checkpoint) or "skip" (drop the update).
+    # Non-finite D or G loss: "stop" (keep the last good checkpoint) or "skip" (drop the update).
     on_nan: str = "stop"
-    nan_check_every: int = 10
-    max_skips: int = 10
-    # Fast paths (see docs/benchmarks.md).
+    nan_check_every: int = 10  # iterations between checks (each check is one host sync)
+    max_skips: int = 10  # with on_nan=skip, stop after this many skipped iterations
+    # Fast paths (see docs/benchmarks.md): torch.compile G and D; channels_last conv nets (GPU).
     compile: bool = False
     channels_last: bool = True
 
 
 @dataclass
 class RunConfig:
-    """Root of ``conf/train.yaml``; config groups are typed ``Any`` and checked by validation."""
+    """Root of ``conf/train.yaml``, which holds only the defaults list: every run scalar's
+    default is here. Config groups are typed ``Any`` and checked by gan_lab.validation."""
 
     seed: int = 0
-    name: str = "gan"
+    name: str = "gan"  # experiment presets set their own name
+    # Resume: a .ckpt path, or `last` = <run dir>/checkpoints/last.ckpt (with hydra.run.dir).
     ckpt_path: Optional[str] = None  # noqa: UP045
     train: TrainSettings = field(default_factory=TrainSettings)
     data: Any = MISSING
@@ -50,8 +60,9 @@ class RunConfig:
     callbacks: Any = None
     paths: Any = MISSING
     eval: Any = None
-    # Metric a sweeper optimises (returned by train.main), e.g. "val/fid_classifier".
-    optimized_metric: Optional[str] = None  # noqa: UP045
+    # Metric train.main returns for Hydra sweepers (lower is better): FID for images, reverse
+    # KL / W1 for toys, all logged as val/primary.
+    optimized_metric: Optional[str] = "val/primary"  # noqa: UP045
     tags: list[str] = field(default_factory=list)
 
 

@@ -21,9 +21,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gan_lab.build import build_datamodule, build_module
 from gan_lab.callbacks.samples import image_grid, toy_plot
 from gan_lab.checkpoint_io import load_checkpoint_file
-from gan_lab.train import build_datamodule, build_module
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

@@ -6,19 +6,38 @@ import functools
 import inspect
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
+from gan_lab.config import TrainSettings
 from gan_lab.ema import EMA
 from gan_lab.instance_noise import InstanceNoise
 from gan_lab.losses import GANLoss
 from gan_lab.nan_guard import NonFiniteGuard
+from gan_lab.priors import Prior
+from gan_lab.regularizers import Regularizer
 from gan_lab.rng_state import capture_rng_state, restore_rng_state, seeded_generator
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+@dataclass
+class GANParts:
+    """What one GAN is made of: each field is one config group's object (gan_lab.build)."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    loss: GANLoss
+    prior: Prior
+    optimizer_g: OptimizerFactory
+    optimizer_d: OptimizerFactory
+    regularizer: Regularizer | None = None
+    instance_noise: InstanceNoise | None = None
 
 
 def _make_optimizer(
@@ -51,45 +70,39 @@ class GANModule(L.LightningModule):
 
     def __init__(
         self,
-        generator: nn.Module,
-        discriminator: nn.Module,
-        loss: GANLoss,
-        prior: Any,
-        optimizer_g: OptimizerFactory,
-        optimizer_d: OptimizerFactory,
-        k_d_steps: int = 1,
-        regularizer: Any | None = None,
-        ema_decay: float | None = None,
-        ema_warmup: bool = True,
-        num_fixed_samples: int = 64,
+        parts: GANParts,
+        settings: TrainSettings | None = None,
         config: dict | None = None,
-        compile: bool = False,
-        channels_last: bool = True,
-        nan_guard: NonFiniteGuard | None = None,
-        instance_noise: InstanceNoise | None = None,
         sample_seed: int = 0,
     ) -> None:
         super().__init__()
+        settings = settings or TrainSettings()
         self.automatic_optimization = False
-        self.generator = generator
-        self.discriminator = discriminator
-        self.loss = loss
-        self.prior = prior
-        self.optimizer_g_factory = optimizer_g
-        self.optimizer_d_factory = optimizer_d
-        self.k_d_steps = k_d_steps
-        self.regularizer = regularizer
-        self.instance_noise = instance_noise
-        self.generator_ema = EMA(generator, ema_decay, ema_warmup) if ema_decay else None
+        self.generator = parts.generator
+        self.discriminator = parts.discriminator
+        self.loss = parts.loss
+        self.prior = parts.prior
+        self.optimizer_g_factory = parts.optimizer_g
+        self.optimizer_d_factory = parts.optimizer_d
+        self.regularizer = parts.regularizer
+        self.instance_noise = parts.instance_noise
+        self.k_d_steps = settings.k_d_steps
+        self.generator_ema = (
+            EMA(parts.generator, settings.ema_decay, settings.ema_warmup)
+            if settings.ema_decay
+            else None
+        )
         # The resolved run config travels in every checkpoint so evaluate.py can rebuild the run.
         self.config = config
         self.sample_seed = sample_seed
         # A fixed z makes successive sample grids comparable; a buffer so resume keeps it.
-        self.register_buffer("fixed_z", self.sample_noise(num_fixed_samples, "fixed_z"))
+        self.register_buffer("fixed_z", self.sample_noise(settings.num_fixed_samples, "fixed_z"))
         self.iteration = 0
-        self.compile_nets = compile
-        self.channels_last = channels_last
-        self.nan_guard = nan_guard or NonFiniteGuard()
+        self.compile_nets = settings.compile
+        self.channels_last = settings.channels_last
+        self.nan_guard = NonFiniteGuard(
+            settings.on_nan, settings.nan_check_every, settings.max_skips
+        )
         # Why training ended early: None, "non-finite", "max-skips" or "interrupted".
         self.stop_reason: str | None = None
 
@@ -161,7 +174,7 @@ class GANModule(L.LightningModule):
             x = self.instance_noise(x, self.iteration)
         return self.discriminator(x)
 
-    def discriminator_step(self, real: Tensor, optimizer: Any) -> dict[str, Tensor]:
+    def discriminator_step(self, real: Tensor, optimizer: LightningOptimizer) -> dict[str, Tensor]:
         """One D update on a real minibatch and fresh noise; G's parameters get no gradient."""
         with self.toggled_optimizer(optimizer):
             with torch.no_grad():
@@ -187,7 +200,7 @@ class GANModule(L.LightningModule):
             **{f"train/{key}": value for key, value in diagnostics.items()},
         }
 
-    def generator_step(self, batch_size: int, optimizer: Any) -> Tensor:
+    def generator_step(self, batch_size: int, optimizer: LightningOptimizer) -> Tensor:
         """One G update on fresh noise; D's parameters get no gradient."""
         with self.toggled_optimizer(optimizer):
             fake = self.generator(self.prior.sample(batch_size, device=self.fixed_z.device))

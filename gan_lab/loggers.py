@@ -80,6 +80,7 @@ def hydra_study_labels() -> dict[str, Any]:
     """W&B labels for a study: jobs of one multirun share a group (the sweep folder's name), each
     is named from its overrides, and tags carry the chosen loss/model/data/prior/optimizer."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     if not HydraConfig.initialized():
         return {}
@@ -91,7 +92,7 @@ def hydra_study_labels() -> dict[str, Any]:
         if choices.get(group)
     ]
     labels: dict[str, Any] = {"tags": tags, "name": hydra.job.override_dirname or None}
-    if str(hydra.mode) == "RunMode.MULTIRUN":
+    if hydra.mode == RunMode.MULTIRUN:
         labels["group"] = Path(hydra.sweep.dir).name
     return labels
 

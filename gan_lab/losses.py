@@ -9,6 +9,7 @@ D's raw outputs mean under this loss: ``diagnostics`` (what training logs about 
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,13 @@ def value_function(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
 
 
 class GANLoss:
-    """Interface of every loss; subclasses override the two losses."""
+    """Interface of every loss; subclasses override the two losses.
+
+    ``needs_lipschitz_critic`` declares that D's scores mean something only for a (about)
+    1-Lipschitz D, which start-up validation then requires of the config.
+    """
+
+    needs_lipschitz_critic: ClassVar[bool] = False
 
     def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         raise NotImplementedError
@@ -104,6 +111,8 @@ class WassersteinLoss(GANLoss):
 
     ``clip=None`` turns clipping off, for use with a gradient penalty (Gulrajani et al. 2017).
     """
+
+    needs_lipschitz_critic = True
 
     def __init__(self, clip: float | None = 0.01) -> None:
         if clip is not None and not (clip > 0 and math.isfinite(clip)):

@@ -16,14 +16,16 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 LOSSES = ("d_loss", "g_loss")
+POLICIES = ("stop", "skip")
 _NEVER = torch.iinfo(torch.int64).max
 
 
 class NonFiniteGuard:
     """Tracks the finiteness of the D and G losses; see the module docstring for the policies."""
 
-    def __init__(self, on_nan: str = "stop", check_every: int = 10, max_skips: int = 10) -> None:
-        if on_nan not in ("stop", "skip"):
+    # The defaults of all three are the train group's (gan_lab.config.TrainSettings).
+    def __init__(self, on_nan: str, check_every: int, max_skips: int) -> None:
+        if on_nan not in POLICIES:
             raise ValueError(f"train.on_nan must be 'stop' or 'skip', got {on_nan!r}")
         self.on_nan = on_nan
         self.check_every = check_every

@@ -7,6 +7,8 @@ over the m samples' gradients together, and WGAN-GP interpolates whole packed in
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
@@ -21,11 +23,32 @@ def _input_gradients(discriminator: nn.Module, x: Tensor) -> Tensor:
     return pack(grad, pack_size(discriminator)).flatten(1)
 
 
-class GradientPenalty:
+class Regularizer:
+    """A penalty on D, added to D's loss every ``every``-th iteration (scaled by ``every``).
+
+    ``lipschitz`` declares whether the penalty keeps D (about) 1-Lipschitz everywhere, which a
+    Wasserstein critic needs (gan_lab.validation); ``scope`` says where it acts.
+    """
+
+    lipschitz: ClassVar[bool] = False
+    scope: ClassVar[str] = ""
+
+    def __init__(self, weight: float, every: int = 1) -> None:
+        self.weight, self.every = weight, every
+
+    def __call__(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class GradientPenalty(Regularizer):
     """WGAN-GP (Gulrajani et al. 2017): weight * E[(||grad D(x_hat)|| - target)^2]."""
 
+    lipschitz = True
+    scope = "on interpolates of real and fake samples"
+
     def __init__(self, weight: float = 10.0, target: float = 1.0, every: int = 1) -> None:
-        self.weight, self.target, self.every = weight, target, every
+        super().__init__(weight, every)
+        self.target = target
 
     def __call__(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
         m = pack_size(discriminator)
@@ -37,11 +60,13 @@ class GradientPenalty:
         return self.weight * (norms - self.target).pow(2).mean()
 
 
-class R1Penalty:
+class R1Penalty(Regularizer):
     """R1 (Mescheder et al. 2018): weight / 2 * E[||grad D(x)||^2] on real data."""
 
+    scope = "on real data only"
+
     def __init__(self, weight: float = 10.0, every: int = 1) -> None:
-        self.weight, self.every = weight, every
+        super().__init__(weight, every)
 
     def __call__(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
         return 0.5 * self.weight * _input_gradients(discriminator, real).pow(2).sum(1).mean()

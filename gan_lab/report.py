@@ -62,13 +62,6 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    # A job with no high-quality toy sample has reverse KL = inf: keep it visible, not an error.
-    if not all(math.isfinite(v) for v in values):
-        return math.inf, math.nan
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def write_report(sweep_dir: Path) -> str:
     """Write report.md / report.csv / report.png; returns the Markdown table."""
     jobs = collect(sweep_dir)

@@ -7,14 +7,15 @@ failing with one line ``<key>=<value>: <rule>``.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
-from omegaconf import DictConfig
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
 
-from gan_lab.nets.dcgan import SUPPORTED_RESOLUTIONS
-
-NAN_POLICIES = ("stop", "skip")
+from gan_lab.data.base import METRIC_SUITES, GANDataModule, batch_shortfall
+from gan_lab.nan_guard import POLICIES
 
 
 class ConfigError(ValueError):
@@ -25,11 +26,46 @@ class ConfigError(ValueError):
         self.key, self.value, self.rule = key, value, rule
 
 
-def _target(node: Any) -> str:
-    """Class name of a ``_target_`` node ('' when absent)."""
-    if not isinstance(node, DictConfig):
-        return ""
-    return str(node.get("_target_") or "").rsplit(".", 1)[-1]
+# Config nodes whose keys are constructor arguments of their ``_target_`` (the nets also get
+# their sizes from the prior and the data when built, gan_lab.build).
+ARGUMENT_NODES = ("model.g", "model.d", "loss", "prior", "regularizer", "instance_noise")
+
+
+def _target(cfg: DictConfig, key: str) -> Any | None:
+    """The class (or function) the ``_target_`` of node ``key`` names; None for an empty node.
+
+    Rules read what a part declares about itself (class attributes), never its name.
+    """
+    node = OmegaConf.select(cfg, key)
+    if not isinstance(node, DictConfig) or not node.get("_target_"):
+        return None
+    try:
+        return get_object(node._target_)
+    except Exception as err:  # hydra's message spans lines and embeds a traceback
+        raise ConfigError(
+            f"{key}._target_", node._target_, "cannot be imported: give a module.Class path"
+        ) from err
+
+
+def _check_arguments(cfg: DictConfig, key: str) -> None:
+    """Every key of node ``key`` must be an argument its ``_target_`` accepts."""
+    target = _target(cfg, key)
+    if target is None:
+        return
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to check
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    node = OmegaConf.select(cfg, key)
+    for name in node:
+        if not (name.startswith("_") and name.endswith("_")) and name not in parameters:
+            raise ConfigError(
+                f"{key}.{name}",
+                node[name],
+                f"{target.__name__} takes no argument {name!r}; it takes {', '.join(parameters)}",
+            )
 
 
 def _d_setting(cfg: DictConfig, key: str) -> Any:
@@ -53,8 +89,8 @@ def _check_train(cfg: DictConfig) -> None:
     _at_least(cfg, "train.max_skips", 1)
     _at_least(cfg, "train.num_fixed_samples", 1)
     train = cfg.train
-    if train.on_nan not in NAN_POLICIES:
-        raise ConfigError("train.on_nan", train.on_nan, f"must be one of {', '.join(NAN_POLICIES)}")
+    if train.on_nan not in POLICIES:
+        raise ConfigError("train.on_nan", train.on_nan, f"must be one of {', '.join(POLICIES)}")
     decay = train.ema_decay
     if decay is not None and not 0.0 < decay < 1.0:
         raise ConfigError("train.ema_decay", decay, "must be in (0, 1) or null")
@@ -71,7 +107,7 @@ def _check_prior_and_loss(cfg: DictConfig) -> None:
     dim = cfg.prior.get("dim")
     if dim is not None and (not isinstance(dim, int) or dim <= 0):
         raise ConfigError("prior.dim", dim, "latent dimension must be an integer > 0")
-    if _target(cfg.loss) == "WassersteinLoss":
+    if getattr(_target(cfg, "loss"), "needs_lipschitz_critic", False):
         _check_lipschitz_critic(cfg)
 
 
@@ -95,12 +131,14 @@ def _check_lipschitz_critic(cfg: DictConfig) -> None:
                 "model.d.spectral_norm=true",
             )
         return
-    regularizer = _target(cfg.regularizer)
-    if regularizer == "GradientPenalty" or spectral_norm:
+    regularizer = _target(cfg, "regularizer")
+    if getattr(regularizer, "lipschitz", False) or spectral_norm:
         return
     rule = "the wasserstein loss needs a Lipschitz critic: "
-    if regularizer == "R1Penalty":
-        rule += "R1 does not make the critic Lipschitz (it penalises real data only); "
+    if regularizer is not None:
+        scope = getattr(regularizer, "scope", "")
+        rule += f"{regularizer.__name__} does not make the critic Lipschitz"
+        rule += f" (it acts {scope}); " if scope else "; "
     raise ConfigError(
         "loss.clip",
         None,
@@ -108,7 +146,7 @@ def _check_lipschitz_critic(cfg: DictConfig) -> None:
     )
 
 
-def _check_batch(cfg: DictConfig, datamodule: Any | None) -> None:
+def _check_batch(cfg: DictConfig, datamodule: GANDataModule | None) -> None:
     batch_size = cfg.data.get("batch_size")
     if batch_size is None:
         return
@@ -118,51 +156,58 @@ def _check_batch(cfg: DictConfig, datamodule: Any | None) -> None:
         raise ConfigError(
             "model.d.pack", pack, f"must be >= 1 and divide data.batch_size={batch_size}"
         )
-    if datamodule is not None and getattr(datamodule, "kind", "") == "image":
-        size = datamodule.num_samples("train")
-        per_iteration = cfg.train.k_d_steps * batch_size
-        if per_iteration > size:
-            raise ConfigError(
-                "data.batch_size",
-                batch_size,
-                f"train.k_d_steps * data.batch_size = {per_iteration} must be <= the "
-                f"{size} training images",
-            )
+    size = datamodule.num_samples("train") if datamodule is not None else None
+    if size is not None and (rule := batch_shortfall(size, batch_size, cfg.train.k_d_steps)):
+        raise ConfigError("data.batch_size", batch_size, rule)
 
 
-def _check_model(cfg: DictConfig, datamodule: Any | None) -> None:
+def _check_model(cfg: DictConfig, datamodule: GANDataModule | None) -> None:
     shape = tuple(datamodule.sample_shape) if datamodule is not None else None
-    if _target(cfg.model.get("g")) == "DCGANGenerator":
+    for key in ("model.g", "model.d"):
+        # A net that declares ``resolutions`` takes square images (C, R, R) at one of them.
+        net = _target(cfg, key)
+        resolutions = getattr(net, "resolutions", None)
+        if resolutions is None:
+            continue
         if shape is not None and len(shape) != 3:
-            raise ConfigError("model", "dcgan", f"needs image data (C, H, W), got shape {shape}")
+            raise ConfigError(
+                f"{key}._target_",
+                OmegaConf.select(cfg, key)._target_,
+                f"needs image data (C, H, W), got shape {shape}",
+            )
         resolution = shape[-1] if shape is not None else cfg.data.get("resolution")
-        if resolution is not None and resolution not in SUPPORTED_RESOLUTIONS:
+        if resolution is not None and resolution not in resolutions:
             raise ConfigError(
                 "data.resolution",
                 resolution,
-                f"DCGAN supports resolutions {', '.join(map(str, SUPPORTED_RESOLUTIONS))}",
+                f"{net.__name__} supports resolutions {', '.join(map(str, resolutions))}",
             )
-    # A model config that names its channel count must agree with the data.
-    if shape is not None and len(shape) == 3:
-        for key in ("channels", "g.channels", "d.channels", "g.out_channels", "d.in_channels"):
-            node, *rest = key.split(".")
-            value = cfg.model.get(node)
-            if rest and isinstance(value, DictConfig):
-                value = value.get(rest[0])
-            if isinstance(value, int) and value != shape[0]:
-                raise ConfigError(
-                    f"model.{key}", value, f"must match the data's {shape[0]} channels"
-                )
+    for key in ARGUMENT_NODES:
+        _check_arguments(cfg, key)
 
 
-def validate(cfg: DictConfig, datamodule: Any | None = None) -> None:
+def _check_eval(cfg: DictConfig, datamodule: GANDataModule | None) -> None:
+    if datamodule is None or OmegaConf.select(cfg, "eval.evaluator") is None:
+        return
+    if datamodule.metrics not in METRIC_SUITES:
+        raise ConfigError(
+            "eval.evaluator",
+            OmegaConf.select(cfg, "eval.evaluator._target_"),
+            f"{type(datamodule).__name__} declares no metrics (its class attribute `metrics` is "
+            f"{datamodule.metrics!r}, not one of {', '.join(METRIC_SUITES)}): declare one, or "
+            "train with eval=none",
+        )
+
+
+def validate(cfg: DictConfig, datamodule: GANDataModule | None = None) -> None:
     """Raise ``ConfigError`` on the first rule ``cfg`` breaks.
 
     With ``datamodule`` (built but not yet fitted) the checks that need the data run too:
-    batch size against the training set size, DCGAN resolution and channel counts.
+    batch size against the training set size, the nets' declared input shapes.
     """
     _check_train(cfg)
     _check_optimizers(cfg)
     _check_prior_and_loss(cfg)
     _check_batch(cfg, datamodule)
     _check_model(cfg, datamodule)
+    _check_eval(cfg, datamodule)

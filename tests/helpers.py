@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import gzip
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,15 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
-from gan_lab.data.idx import write_idx
+
+def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (gzipped if ``path`` ends in .gz)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = (0x0800 | array.ndim).to_bytes(4, "big")
+    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    opener = gzip.open if os.fspath(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())
 
 
 def write_fake_fashion(root: Path, n: int = 12) -> None:
@@ -68,7 +78,6 @@ def run_cli(*args: str, timeout: float = 100) -> Any:
     """``python -m gan_lab.train ARGS`` in its own process group from the repo root; fails the
     test with the end of stderr unless it exits 0, and with the processes' stacks if it outlives
     ``timeout`` (below the per-test timeout, so this diagnosis comes first)."""
-    import os
     import sys
 
     from tests import processes

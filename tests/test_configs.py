@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from gan_lab.train import build_datamodule, build_module
+from gan_lab.build import build_datamodule, build_module
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PART_GROUPS = [

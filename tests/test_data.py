@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from gan_lab.data import (
+    METRIC_SUITES,
     Digits,
     FashionMNIST,
     GANDataModule,
@@ -27,13 +28,14 @@ from gan_lab.data import (
     SamplerStream,
     TensorBatchStream,
     TorchvisionImages,
+    batch_shortfall,
+    check_split,
     load_digits,
     load_fashion_mnist,
     read_idx,
 )
-from gan_lab.data.idx import write_idx
 from gan_lab.data.images import FASHION_MNIST_SYSTEM_DIR
-from tests.helpers import write_fake_fashion
+from tests.helpers import write_fake_fashion, write_idx
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "data"
 HAS_FASHION = (Path(FASHION_MNIST_SYSTEM_DIR) / "train-images-idx3-ubyte.gz").is_file()
@@ -131,20 +133,51 @@ def test_tensor_stream_epoch_has_no_repeats_and_reshuffles() -> None:
     assert not torch.equal(epoch1, epoch2)
 
 
-def test_tensor_stream_lag_rewinds_prefetched_batch() -> None:
-    data = torch.arange(40, dtype=torch.float32).unsqueeze(1)
-    stream = TensorBatchStream(data, batch_size=4, batches_per_step=1, seed=3, lag=1)
-    it = iter(stream)
-    consumed = take(it, 5)
-    state = stream.state_dict()  # as if batch 5 was only prefetched, not trained on
-    fresh = TensorBatchStream(data, batch_size=4, batches_per_step=1, seed=3, lag=1)
-    fresh.load_state_dict(state)
-    assert torch.equal(next(iter(fresh)), consumed[4])
-
-
 def test_tensor_stream_too_small_raises() -> None:
-    with pytest.raises(ValueError, match="fewer than"):
+    with pytest.raises(ValueError, match="is more than the"):
         TensorBatchStream(torch.zeros(5, 1), batch_size=4, batches_per_step=2)
+
+
+def test_loader_stream_too_small_raises() -> None:
+    dataset = torch.utils.data.TensorDataset(torch.zeros(5, 1))
+    with pytest.raises(ValueError, match="is more than the 5 training samples"):
+        LoaderStream(dataset, batch_size=3, batches_per_step=2)
+
+
+def test_batch_shortfall_rule() -> None:
+    assert batch_shortfall(8, batch_size=4, batches_per_step=2) is None
+    assert batch_shortfall(7, batch_size=4, batches_per_step=2) == (
+        "train.k_d_steps * data.batch_size = 2 * 4 = 8 is more than the 7 training samples; "
+        "lower data.batch_size or train.k_d_steps"
+    )
+
+
+def test_check_split() -> None:
+    assert [check_split(s) for s in ("train", "val", "test")] == ["train", "val", "test"]
+    with pytest.raises(ValueError, match="unknown split 'dev'; expected one of 'train', 'val'"):
+        check_split("dev")
+    with pytest.raises(ValueError, match="unknown split"):
+        Ring().real_samples(4, "dev")
+    with pytest.raises(ValueError, match="unknown split"):
+        Digits().images("dev")
+
+
+@pytest.mark.parametrize("make", ["tensor", "sampler"])
+def test_stream_state_before_first_yield_restarts_it(make: str) -> None:
+    def build() -> TensorBatchStream | SamplerStream:
+        if make == "tensor":
+            data = torch.arange(20, dtype=torch.float32).unsqueeze(1)
+            return TensorBatchStream(data, batch_size=2, batches_per_step=2, seed=4)
+        return SamplerStream(Ring().sample, batch_size=4, batches_per_step=2, seed=4)
+
+    stream = build()
+    state = stream.state_dict()
+    expected = take(iter(stream), 7)
+    fresh = build()
+    take(iter(fresh), 2)  # moved on, then restored to the start
+    fresh.load_state_dict(state)
+    got = take(iter(fresh), 7)
+    assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
 
 
 def test_sampler_stream_state_round_trip() -> None:
@@ -358,6 +391,24 @@ def test_image_folder_empty_or_missing(tmp_path: Path, make) -> None:
 # --- configs --------------------------------------------------------------------------------
 
 
+def assert_declares_metrics(dm: GANDataModule) -> None:
+    """``dm.metrics`` is a known suite and ``dm`` has what that suite reads."""
+    assert dm.metrics in METRIC_SUITES
+    if dm.metrics == "features":
+        assert dm.kind == "image" and len(dm.sample_shape) == 3
+        assert type(dm).num_samples is not GANDataModule.num_samples
+    elif dm.metrics == "modes":
+        assert dm.modes.ndim == 2 and dm.modes.shape[1] == dm.sample_shape[0]
+        assert dm.std > 0 and dm.num_samples() is None
+    else:
+        assert dm.sample_shape == (1,) and isinstance(dm.mean, int | float) and dm.std > 0
+        assert dm.num_samples() is None
+
+
+# The committed classifier each shipped data config declares (gan_lab/metrics/weights/).
+CLASSIFIERS = {"digits": "digits", "fashion_mnist": "fashion_mnist"}
+
+
 @pytest.mark.parametrize("path", sorted(CONF_DIR.glob("*.yaml")), ids=lambda p: p.stem)
 def test_config_instantiates(path: Path, tmp_path: Path) -> None:
     cfg = OmegaConf.merge({"seed": 3}, {"data": OmegaConf.load(path)})
@@ -367,6 +418,8 @@ def test_config_instantiates(path: Path, tmp_path: Path) -> None:
     assert isinstance(dm, GANDataModule)
     assert dm.seed == 3 and dm.kind in ("toy", "image")
     assert len(dm.sample_shape) in (1, 3)
+    assert_declares_metrics(dm)
+    assert dm.classifier == CLASSIFIERS.get(path.stem)
 
 
 def test_config_set_is_complete() -> None:
@@ -397,8 +450,11 @@ class _Recorder(L.LightningModule):
 def _fit(dm: GANDataModule, tmp_path: Path, ckpt_path: str | None = None) -> _Recorder:
     module = _Recorder()
     checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1)
+    # An int limit_train_batches, as gan_lab's trainer sets: then Lightning does not prefetch,
+    # and a stream's state_dict is the state after the last batch trained on.
     trainer = L.Trainer(
-        max_steps=6,
+        max_epochs=1,
+        limit_train_batches=6,
         accelerator="cpu",
         logger=False,
         enable_progress_bar=False,

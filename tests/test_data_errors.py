@@ -7,7 +7,7 @@ import gzip
 import pytest
 
 from gan_lab.train import fit
-from tests.test_data import write_fake_fashion
+from tests.helpers import write_fake_fashion
 
 FASHION = ["data=fashion_mnist", "model=mlp", "model.g.hidden=[8]", "model.d.hidden=[8]"]
 GUIDANCE = ("apt-get install dataset-fashion-mnist", "data.root=", "data.download=true")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import gan_lab.train as train
+from gan_lab.gan_module import GANModule
 from gan_lab.instance_noise import InstanceNoise
+from gan_lab.train import fit
 
 
 def test_std_falls_linearly_to_zero_at_until():
@@ -57,16 +58,15 @@ def test_discriminator_sees_noisy_inputs_only_while_the_noise_lasts(make_config,
     def record(module, args):
         seen.append(args[0].detach().clone())
 
-    # fit builds the module itself; hook D as soon as it exists.
-    build = train.build_module
+    # fit builds the module itself; hook D when training starts.
+    start = GANModule.on_fit_start
 
-    def build_and_hook(*args, **kwargs):
-        module = build(*args, **kwargs)
+    def start_and_hook(module):
+        start(module)
         module.discriminator.register_forward_pre_hook(record)
-        return module
 
-    monkeypatch.setattr(train, "build_module", build_and_hook)
-    train.fit(cfg)
+    monkeypatch.setattr(GANModule, "on_fit_start", start_and_hook)
+    fit(cfg)
     # Per iteration D judges real, then fake (D step), then fake (G step).
     assert len(seen) == 3 * 4
     radius_error = [(batch.norm(dim=1) - 1.0).abs().max().item() for batch in seen[0::3]]

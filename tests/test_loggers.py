@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+from hydra import compose, initialize_config_dir
+from omegaconf import read_write
+
 from gan_lab.train import train
+from tests.conftest import CONF_DIR
 
 TOY = ["experiment=ring_mlp", "data.batch_size=16", "train.iterations=6", "train.log_every=2"]
 
@@ -63,3 +67,28 @@ def read_wandb_run(path) -> tuple[list[dict], dict]:
             for item in record.summary.update:
                 summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return history, summary
+
+
+def test_study_labels_group_the_jobs_of_a_multirun(tmp_path):
+    """W&B groups a multirun's jobs by its sweep folder; a single run has no group."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from gan_lab.loggers import hydra_study_labels
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["loss=hinge", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+            return_hydra_config=True,
+        )
+    try:
+        for mode, group in ((RunMode.RUN, None), (RunMode.MULTIRUN, "sweep")):
+            with read_write(cfg.hydra):
+                cfg.hydra.mode = mode
+            HydraConfig.instance().set_config(cfg)
+            labels = hydra_study_labels()
+            assert labels.get("group") == group, (mode, labels)
+            assert "loss:hinge" in labels["tags"]
+    finally:
+        HydraConfig.instance().cfg = None

@@ -10,7 +10,7 @@ import torch
 
 from gan_lab.data.images import Digits
 from gan_lab.data.toy import Grid, Ring
-from gan_lab.metrics.classifier import ClassifierFeatures, classifier_weights_for
+from gan_lab.metrics.classifier import ClassifierFeatures, SmallCNN, classifier_weights_for
 from gan_lab.metrics.fid import FeatureDistance
 from gan_lab.metrics.inception import INCEPTION_WEIGHTS_FILE, InceptionFeatures
 from gan_lab.metrics.toy import gaussian_1d_metrics, mode_metrics
@@ -103,3 +103,30 @@ def test_each_dataset_finds_its_committed_classifier():
 
     for datamodule in (FashionMNIST(), Digits()):
         assert isinstance(ClassifierFeatures.for_data(datamodule), ClassifierFeatures)
+
+
+def test_for_data_picks_weights_by_the_declared_classifier():
+    from gan_lab.data import FashionMNIST, Gaussian1D, ImageFolderImages, TorchvisionImages
+
+    class RenamedSet(FashionMNIST):  # a class name the old name-based lookup could not map
+        pass
+
+    class NoClassifier(Digits):
+        classifier = None
+
+    class UnknownClassifier(Digits):
+        classifier = "no_such_set"
+
+    features = ClassifierFeatures.for_data(RenamedSet())
+    expected = SmallCNN.load(classifier_weights_for("fashion_mnist")).state_dict()
+    got = features.classifier.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in expected.items())
+    for datamodule in (
+        NoClassifier(),
+        UnknownClassifier(),  # declared, but no committed weights file
+        TorchvisionImages("MNIST"),
+        ImageFolderImages("unused"),
+        Ring(),
+        Gaussian1D(),
+    ):
+        assert ClassifierFeatures.for_data(datamodule) is None, type(datamodule).__name__

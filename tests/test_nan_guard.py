@@ -93,7 +93,7 @@ def test_skip_stops_after_max_skips(make_config, monkeypatch, capsys):
 
 
 def test_guard_records_without_sync_until_checked():
-    guard = NonFiniteGuard("stop", check_every=10)
+    guard = NonFiniteGuard("stop", check_every=10, max_skips=10)
     assert guard.allow_step("g_loss", torch.tensor(1.0), 1)
     assert guard.allow_step("g_loss", torch.tensor(float("inf")), 2)
     assert guard.allow_step("d_loss", torch.tensor(float("nan")), 3)
@@ -104,4 +104,4 @@ def test_guard_records_without_sync_until_checked():
 
 def test_bad_policy_rejected():
     with pytest.raises(ValueError, match="train.on_nan"):
-        NonFiniteGuard("ignore")
+        NonFiniteGuard("ignore", check_every=10, max_skips=10)

@@ -15,8 +15,9 @@ import torch
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from gan_lab.build import build_datamodule, build_module
 from gan_lab.losses import HingeLoss, MinimaxLoss, WassersteinLoss, value_function
-from gan_lab.train import build_datamodule, build_module, fit, train
+from gan_lab.train import fit, train
 from tests.conftest import compose_config
 from tests.test_loggers import read_wandb_run
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
+from gan_lab.build import build_datamodule, build_module, build_trainer
 from gan_lab.ema import EMA
 from gan_lab.nets.dcgan import DCGANDiscriminator
 from gan_lab.nets.mlp import MLPDiscriminator
 from gan_lab.nets.packing import pack
 from gan_lab.regularizers import GradientPenalty, R1Penalty
-from gan_lab.train import build_datamodule, build_module, build_trainer
 
 
 class LinearD(nn.Module):

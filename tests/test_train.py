@@ -7,7 +7,8 @@ import itertools
 import pytest
 import torch
 
-from gan_lab.train import build_datamodule, build_module, build_trainer, fit, train
+from gan_lab.build import build_datamodule, build_module, build_trainer
+from gan_lab.train import fit, train
 
 LOSSES = ["minimax", "non_saturating", "least_squares", "hinge", "wasserstein"]
 PRIORS = ["gaussian", "uniform"]

@@ -33,7 +33,7 @@ BAD = [
         # R1 penalises D's gradient on real data only: the critic stays unbounded elsewhere.
         [*TOY, "loss=wasserstein", "loss.clip=null", "regularizer=r1"],
         "loss.clip=None",
-        "R1 does not make the critic Lipschitz",
+        "R1Penalty does not make the critic Lipschitz (it acts on real data only)",
     ),
     ([*TOY, "loss=wasserstein", "loss.clip=0"], "loss.clip=0", "must be > 0 or null"),
     (
@@ -50,17 +50,31 @@ BAD = [
     (
         [*DIGITS_DCGAN, "data.batch_size=1000", "train.k_d_steps=2"],
         "data.batch_size=1000",
-        "train.k_d_steps * data.batch_size = 2000 must be <= the 1438 training images",
+        "train.k_d_steps * data.batch_size = 2 * 1000 = 2000 is more than the 1438 training "
+        "samples",
     ),
     (
         [*DIGITS_DCGAN, "data.resolution=24"],
         "data.resolution=24",
-        "DCGAN supports resolutions 8, 16, 28, 32, 64",
+        "DCGANGenerator supports resolutions 8, 16, 28, 32, 64",
     ),
     (
+        # A key no net takes (the nets size themselves from the data) is refused by name.
         [*DIGITS_DCGAN, "+model.g.channels=3"],
         "model.g.channels=3",
-        "must match the data's 1 channels",
+        "DCGANGenerator takes no argument 'channels'; it takes latent_dim, sample_shape, "
+        "base_channels",
+    ),
+    (
+        ["experiment=ring_mlp", "model=dcgan", "data.batch_size=8"],
+        "model.g._target_=gan_lab.nets.dcgan.DCGANGenerator",
+        "needs image data (C, H, W), got shape (2,)",
+    ),
+    ([*TOY, "+loss.margin=1"], "loss.margin=1", "NonSaturatingLoss takes no argument 'margin'"),
+    (
+        [*TOY, "loss._target_=gan_lab.losses.NoSuchLoss"],
+        "loss._target_=gan_lab.losses.NoSuchLoss",
+        "cannot be imported",
     ),
 ]
 

@@ -1,6 +1,6 @@
 """Data modules: toy distributions and image sets behind one ``GANDataModule`` interface."""
 
-from gan_lab.data.base import GANDataModule
+from gan_lab.data.base import METRIC_SUITES, GANDataModule, batch_shortfall, check_split
 from gan_lab.data.idx import read_idx
 from gan_lab.data.images import (
     Digits,
@@ -21,10 +21,13 @@ __all__ = [
     "Grid",
     "ImageFolderImages",
     "LoaderStream",
+    "METRIC_SUITES",
     "Ring",
     "SamplerStream",
     "TensorBatchStream",
     "TorchvisionImages",
+    "batch_shortfall",
+    "check_split",
     "load_digits",
     "load_fashion_mnist",
     "read_idx",

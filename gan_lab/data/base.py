@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
 
 import lightning as L
 from torch import Tensor
 
-# Lightning's prefetching fetcher pulls one batch ahead of training when the loader has no
-# length; streams rewind by this many batches in ``state_dict`` so a resumed run sees exactly the
-# batches it would have seen. An int ``limit_train_batches`` (as gan_lab.train sets) gives the
-# loader a length, and then Lightning does not prefetch (``_PrefetchDataFetcher.__iter__``).
-LIGHTNING_PREFETCH = 1
-
 SPLITS = ("train", "val", "test")
+
+# What ``GANDataModule.metrics`` may declare; see its docstring for what each suite needs.
+METRIC_SUITES = ("features", "modes", "gaussian_1d")
+
+
+def check_split(split: str) -> str:
+    """``split`` itself if it is one of ``SPLITS``, else ``ValueError``."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of 'train', 'val', 'test'")
+    return split
+
+
+def batch_shortfall(size: int, batch_size: int, batches_per_step: int) -> str | None:
+    """The rule one iteration's k real minibatches break on a set of ``size`` samples, or None
+    when they fit."""
+    per_iteration = batch_size * batches_per_step
+    if size >= per_iteration:
+        return None
+    return (
+        f"train.k_d_steps * data.batch_size = {batches_per_step} * {batch_size} = "
+        f"{per_iteration} is more than the {size} training samples; lower data.batch_size or "
+        "train.k_d_steps"
+    )
 
 
 class GANDataModule(L.LightningDataModule):
@@ -22,9 +40,20 @@ class GANDataModule(L.LightningDataModule):
     Subclasses set ``kind`` and ``sample_shape`` in ``__init__`` and implement
     ``train_dataloader`` and ``real_samples``. ``batches_per_step`` is set by the trainer to
     ``k_d_steps`` before fitting; ``train_dataloader`` reads it when Lightning calls it.
+
+    Subclasses declare what they are, so other parts dispatch on attributes, not class names:
+
+    - ``metrics``: the metric suite the evaluator computes, one of ``METRIC_SUITES``:
+      ``"features"`` (FID/KID on a feature extractor; image sets), ``"modes"`` (2-D mixtures;
+      the module has ``modes`` (M, D) and ``std``) or ``"gaussian_1d"`` (the module has ``mean``
+      and ``std``); ``""`` declares none.
+    - ``classifier``: the name of the committed classifier whose features give FID
+      (``gan_lab/metrics/weights/<name>_classifier.pt``), or None when the set has none.
     """
 
     kind: str = ""
+    metrics: ClassVar[str] = ""
+    classifier: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -43,16 +72,13 @@ class GANDataModule(L.LightningDataModule):
     def train_dataloader(self) -> Iterable[Tensor]:
         raise NotImplementedError
 
-    def prefetch_lag(self) -> int:
-        """Batches Lightning fetches ahead of the one being trained on (see LIGHTNING_PREFETCH)."""
-        trainer = self.trainer
-        if trainer is not None and isinstance(trainer.limit_train_batches, int):
-            return 0
-        return LIGHTNING_PREFETCH
-
     def real_samples(self, n: int, split: str = "train") -> Tensor:
         """``n`` real samples ``(n, *sample_shape)``, deterministic given ``seed`` and split."""
         raise NotImplementedError
+
+    def num_samples(self, split: str = "train") -> int | None:
+        """Number of samples in ``split``; None for sampled data (an infinite stream)."""
+        return None
 
     def stream_seed(self) -> int:
         """Seed of the training stream: under DDP each rank draws its own minibatches."""
@@ -62,6 +88,4 @@ class GANDataModule(L.LightningDataModule):
 
     def _split_seed(self, split: str) -> int:
         # Distinct but reproducible streams per split, independent of the training stream.
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        return self.seed * 1000 + 1 + SPLITS.index(split)
+        return self.seed * 1000 + 1 + SPLITS.index(check_split(split))

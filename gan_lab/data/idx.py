@@ -60,13 +60,3 @@ def read_idx(path: str | os.PathLike[str], expected_magic: int | None = None) ->
             f"(trailing bytes); {REGET_HINT}"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
-
-
-def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
-    """Write a uint8 array as an IDX file (gzipped if ``path`` ends in .gz); used by tests."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = (0x0800 | array.ndim).to_bytes(4, "big")
-    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    opener = gzip.open if os.fspath(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(header + array.tobytes())

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
-from gan_lab.data.base import GANDataModule
+from gan_lab.data.base import GANDataModule, check_split
 from gan_lab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, REGET_HINT, read_idx
 from gan_lab.data.streams import LoaderStream, TensorBatchStream, to_unit_range
 
@@ -30,9 +30,7 @@ DIGITS_TEST_FRACTION = 0.2
 
 def _canonical_split(split: str) -> str:
     # These sets ship only train and test; validation metrics use the held-out test split.
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"unknown split {split!r}; expected 'train', 'val' or 'test'")
-    return "test" if split == "val" else split
+    return "test" if check_split(split) == "val" else split
 
 
 def _resize(images: Tensor, resolution: int, chunk: int = 4096) -> Tensor:
@@ -122,6 +120,7 @@ class ImageDataModule(GANDataModule):
     """
 
     kind = "image"
+    metrics = "features"
 
     def __init__(
         self,
@@ -165,7 +164,6 @@ class ImageDataModule(GANDataModule):
                 self.batch_size,
                 self.batches_per_step,
                 self.stream_seed(),
-                lag=self.prefetch_lag(),
             )
         return LoaderStream(
             self._dataset("train"),
@@ -210,6 +208,8 @@ class ImageDataModule(GANDataModule):
 class Digits(ImageDataModule):
     """scikit-learn 8x8 digits (1797 images, 1 channel), optionally resized to ``resolution``."""
 
+    classifier = "digits"
+
     def __init__(self, resolution: int | None = None, batch_size: int = 64, **kwargs: Any) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
         self.resolution = resolution or 8
@@ -223,6 +223,8 @@ class Digits(ImageDataModule):
 
 class FashionMNIST(ImageDataModule):
     """Fashion-MNIST (1 channel, 28x28 or resized once at load to ``resolution``)."""
+
+    classifier = "fashion_mnist"
 
     def __init__(
         self,

@@ -7,6 +7,7 @@ with std 0.01, and 25 modes at (-4 + 2i, -4 + 2j) with std 0.05.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -16,7 +17,10 @@ from gan_lab.data.streams import SamplerStream
 
 
 class ToyDataModule(GANDataModule):
-    """Base for toy data: samples come from ``sample(n, generator)``, nothing is stored."""
+    """Base for toy data: samples come from ``sample(n, generator)``, nothing is stored.
+
+    Subclasses pass ``batch_size``, ``seed`` and ``batches_per_step`` through ``**kwargs``.
+    """
 
     kind = "toy"
 
@@ -29,11 +33,7 @@ class ToyDataModule(GANDataModule):
 
     def train_dataloader(self) -> SamplerStream:
         return SamplerStream(
-            self.sample,
-            self.batch_size,
-            self.batches_per_step,
-            self.stream_seed(),
-            lag=self.prefetch_lag(),
+            self.sample, self.batch_size, self.batches_per_step, self.stream_seed()
         )
 
     def real_samples(self, n: int, split: str = "train") -> Tensor:
@@ -45,15 +45,10 @@ class ToyDataModule(GANDataModule):
 class Gaussian1D(ToyDataModule):
     """N(mean, std^2) in one dimension; ``log_prob`` gives the exact density for theory checks."""
 
-    def __init__(
-        self,
-        mean: float = 4.0,
-        std: float = 1.25,
-        batch_size: int = 256,
-        seed: int = 0,
-        batches_per_step: int = 1,
-    ) -> None:
-        super().__init__(batch_size, seed, batches_per_step)
+    metrics = "gaussian_1d"
+
+    def __init__(self, mean: float = 4.0, std: float = 1.25, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.mean = mean
         self.std = std
         self.sample_shape = (1,)
@@ -70,10 +65,10 @@ class Gaussian1D(ToyDataModule):
 class MixtureDataModule(ToyDataModule):
     """Equal-weight isotropic Gaussian mixture on ``modes`` (M, D) with common ``std``."""
 
-    def __init__(
-        self, modes: Tensor, std: float, batch_size: int, seed: int, batches_per_step: int
-    ) -> None:
-        super().__init__(batch_size, seed, batches_per_step)
+    metrics = "modes"
+
+    def __init__(self, modes: Tensor, std: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.modes = modes
         self.std = std
         self.sample_shape = (modes.shape[1],)
@@ -88,31 +83,17 @@ class Ring(MixtureDataModule):
     """``n_modes`` Gaussians evenly spaced on a circle of ``radius`` (PacGAN: 8, 1.0, 0.01)."""
 
     def __init__(
-        self,
-        n_modes: int = 8,
-        radius: float = 1.0,
-        std: float = 0.01,
-        batch_size: int = 256,
-        seed: int = 0,
-        batches_per_step: int = 1,
+        self, n_modes: int = 8, radius: float = 1.0, std: float = 0.01, **kwargs: Any
     ) -> None:
         angles = torch.arange(n_modes, dtype=torch.float64) * (2 * math.pi / n_modes)
         modes = radius * torch.stack([angles.cos(), angles.sin()], dim=1)
-        super().__init__(modes.float(), std, batch_size, seed, batches_per_step)
+        super().__init__(modes.float(), std, **kwargs)
 
 
 class Grid(MixtureDataModule):
     """``n x n`` Gaussians on a square grid centred at 0 (PacGAN: 5x5, spacing 2, std 0.05)."""
 
-    def __init__(
-        self,
-        n: int = 5,
-        spacing: float = 2.0,
-        std: float = 0.05,
-        batch_size: int = 256,
-        seed: int = 0,
-        batches_per_step: int = 1,
-    ) -> None:
+    def __init__(self, n: int = 5, spacing: float = 2.0, std: float = 0.05, **kwargs: Any) -> None:
         coords = (torch.arange(n, dtype=torch.float32) - (n - 1) / 2) * spacing
         modes = torch.cartesian_prod(coords, coords)
-        super().__init__(modes, std, batch_size, seed, batches_per_step)
+        super().__init__(modes, std, **kwargs)

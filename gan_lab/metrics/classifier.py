@@ -7,12 +7,15 @@ TF-GAN's MNIST FID) give FIDs on their own scale: never compare them with Incept
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from gan_lab.data.base import GANDataModule
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -86,12 +89,16 @@ class ClassifierFeatures(nn.Module):
         self.num_features = 128
 
     @classmethod
-    def for_data(cls, datamodule: object, weights: str | None = None) -> ClassifierFeatures | None:
-        """The committed classifier of the datamodule's dataset (``FashionMNIST`` ->
-        ``weights/fashion_mnist_classifier.pt``), or None when the dataset has none."""
+    def for_data(
+        cls, datamodule: GANDataModule, weights: str | None = None
+    ) -> ClassifierFeatures | None:
+        """The committed classifier the datamodule declares (``classifier = "fashion_mnist"`` ->
+        ``weights/fashion_mnist_classifier.pt``), or None when it declares none or the file is
+        missing."""
         if weights is None:
-            name = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", type(datamodule).__name__).lower()
-            path = classifier_weights_for(name)
+            if datamodule.classifier is None:
+                return None
+            path = classifier_weights_for(datamodule.classifier)
             if not path.is_file():
                 return None
             weights = str(path)

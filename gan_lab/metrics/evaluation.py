@@ -6,11 +6,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
+from gan_lab.data.base import GANDataModule
+from gan_lab.gan_module import GANModule
 from gan_lab.metrics.fid import FeatureDistance
 from gan_lab.metrics.theory import gaussian_density, kde_density, plot_theory, theory_report
 from gan_lab.metrics.toy import gaussian_1d_metrics, mode_metrics
@@ -25,38 +26,60 @@ TOY_SAMPLES = 2500
 
 @dataclass
 class Evaluator:
-    """Computes the metrics that fit the data: FID/KID for images, mode metrics for 2-D
-    mixtures, fit + theory diagnostics for 1-D Gaussians. ``primary`` names the one to select
-    checkpoints and sweeps by (lower is better); it is also logged as ``val/primary``.
+    """Computes the metric suite the DataModule declares in ``metrics``: FID/KID on features
+    ("features"), mode metrics ("modes", 2-D mixtures), fit + theory diagnostics
+    ("gaussian_1d"). Each suite also logs its primary metric as ``val/primary``, the one to
+    select checkpoints and sweeps by (lower is better).
 
     Generated samples come from the module's evaluation noise (the same z at every call) and
     anything random inside the metrics runs on seeded, isolated RNGs: the numbers of one
     generator are reproducible, and evaluating never draws from the training noise stream.
     """
 
+    # Settings come from the eval group's YAML (conf/eval/*.yaml), their one home.
     # A feature module, or a factory called with the datamodule (returns None: no FID).
-    extractor: nn.Module | Callable[[Any], nn.Module | None] | None = None
-    extractor_name: str = "classifier"
-    num_real: int = 10_000
-    num_fake: int = 10_000
-    batch_size: int = 500
-    kid_subset_size: int = 1000
+    extractor: nn.Module | Callable[[GANDataModule], nn.Module | None] | None
+    extractor_name: str
+    num_real: int
+    num_fake: int
+    batch_size: int
+    kid_subset_size: int
     plot_dir: str | None = None
     _distance: FeatureDistance | None = field(default=None, init=False, repr=False)
 
-    def __call__(self, module: Any, datamodule: Any, iteration: int) -> dict[str, float]:
+    def __call__(
+        self, module: GANModule, datamodule: GANDataModule, iteration: int
+    ) -> dict[str, float]:
         with isolated_rng(derived_seed(module.sample_seed, "evaluation"), module.fixed_z.device):
             return self.metrics(module, datamodule, iteration)
 
-    def metrics(self, module: Any, datamodule: Any, iteration: int) -> dict[str, float]:
-        if datamodule.kind == "image":
-            return self.image_metrics(module, datamodule)
-        if hasattr(datamodule, "modes"):
-            metrics = mode_metrics(module.generate(TOY_SAMPLES), datamodule.modes, datamodule.std)
-            return {**metrics, "val/primary": metrics["toy/reverse_kl"]}
-        return self.gaussian_1d(module, datamodule, iteration)
+    def metrics(
+        self, module: GANModule, datamodule: GANDataModule, iteration: int
+    ) -> dict[str, float]:
+        """The suite the datamodule declares in its ``metrics`` attribute."""
+        suites = {
+            "features": self.feature_metrics,
+            "modes": self.mode_metrics,
+            "gaussian_1d": self.gaussian_1d,
+        }
+        if datamodule.metrics not in suites:
+            raise ValueError(
+                f"{type(datamodule).__name__}.metrics = {datamodule.metrics!r}: declare one of "
+                f"{', '.join(suites)} (gan_lab/data/base.py) or train with eval=none"
+            )
+        return suites[datamodule.metrics](module, datamodule, iteration)
 
-    def image_metrics(self, module: Any, datamodule: Any) -> dict[str, float]:
+    def mode_metrics(
+        self, module: GANModule, datamodule: GANDataModule, iteration: int
+    ) -> dict[str, float]:
+        """PacGAN's mode metrics on ``TOY_SAMPLES`` samples; primary: reverse KL."""
+        metrics = mode_metrics(module.generate(TOY_SAMPLES), datamodule.modes, datamodule.std)
+        return {**metrics, "val/primary": metrics["toy/reverse_kl"]}
+
+    def feature_metrics(
+        self, module: GANModule, datamodule: GANDataModule, iteration: int
+    ) -> dict[str, float]:
+        """FID and KID on the extractor's features; primary: FID."""
         if self.extractor is not None and not isinstance(self.extractor, nn.Module):
             self.extractor = self.extractor(datamodule)
             if self.extractor is None:
@@ -84,7 +107,10 @@ class Evaluator:
             "val/primary": scores["fid"],
         }
 
-    def gaussian_1d(self, module: Any, datamodule: Any, iteration: int) -> dict[str, float]:
+    def gaussian_1d(
+        self, module: GANModule, datamodule: GANDataModule, iteration: int
+    ) -> dict[str, float]:
+        """Fit of N(mean, std^2) and the paper's theory on a 1-D grid; primary: W1."""
         samples = module.generate(20_000).flatten().double().cpu()
         metrics = gaussian_1d_metrics(samples, datamodule.mean, datamodule.std)
         lo = min(datamodule.mean - 5 * datamodule.std, samples.quantile(0.001).item())
@@ -110,7 +136,7 @@ class Evaluator:
         return {**metrics, **theory, "val/primary": metrics["toy/wasserstein"]}
 
     @staticmethod
-    def _d_on_grid(module: Any, x: torch.Tensor) -> torch.Tensor | None:
+    def _d_on_grid(module: GANModule, x: torch.Tensor) -> torch.Tensor | None:
         """D's estimate of D*(x) on the 1-D grid ``x``; None where D estimates no such thing:
         hinge and critic scores (no probability) and a packing D (it judges m samples at once,
         so a single x has no D(x)). Then only p_g's side of the theory is reported."""

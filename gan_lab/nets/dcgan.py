@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as add_spectral_norm
@@ -38,6 +39,9 @@ def dcgan_init(module: nn.Module) -> None:
 class DCGANGenerator(nn.Module):
     """z (B, latent_dim) -> images (B, C, H, W) in [-1, 1]; BatchNorm + ReLU, tanh output."""
 
+    # Declared for start-up validation: square images (C, R, R) with R one of these.
+    resolutions: ClassVar[tuple[int, ...]] = SUPPORTED_RESOLUTIONS
+
     def __init__(self, latent_dim: int, sample_shape: Sequence[int], base_channels: int = 64):
         super().__init__()
         channels, height, width = sample_shape
@@ -70,6 +74,8 @@ class DCGANDiscriminator(nn.Module):
     With ``spectral_norm=True`` BatchNorm is left out (Miyato et al. 2018): SN already bounds
     each layer, and BN's batch statistics would mix the samples that D judges.
     """
+
+    resolutions: ClassVar[tuple[int, ...]] = SUPPORTED_RESOLUTIONS
 
     def __init__(
         self,
