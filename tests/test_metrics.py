@@ -8,9 +8,11 @@ import time
 import pytest
 import torch
 
+from gan_lab.data.base import METRIC_SUITES
 from gan_lab.data.images import Digits
 from gan_lab.data.toy import Grid, Ring
 from gan_lab.metrics.classifier import ClassifierFeatures, SmallCNN, classifier_weights_for
+from gan_lab.metrics.evaluation import Evaluator
 from gan_lab.metrics.fid import FeatureDistance
 from gan_lab.metrics.inception import INCEPTION_WEIGHTS_FILE, InceptionFeatures
 from gan_lab.metrics.toy import gaussian_1d_metrics, mode_metrics
@@ -130,3 +132,19 @@ def test_for_data_picks_weights_by_the_declared_classifier():
         Gaussian1D(),
     ):
         assert ClassifierFeatures.for_data(datamodule) is None, type(datamodule).__name__
+
+
+def test_evaluator_computes_the_suite_the_data_declares():
+    """Dispatch on the declared ``metrics``: a Ring subclass that declares none is refused by
+    name, whatever its class looks like."""
+    evaluator = Evaluator(None, "classifier", 10, 10, 10, 10)
+
+    class Undeclared(Ring):
+        metrics = ""
+
+    with pytest.raises(ValueError) as error:
+        evaluator.metrics(None, Undeclared(), 0)
+    # The suites the evaluator offers are exactly those a DataModule may declare.
+    assert f"Undeclared.metrics = '': declare one of {', '.join(METRIC_SUITES)} (" in str(
+        error.value
+    )

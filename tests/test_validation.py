@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException
 
+from gan_lab.data.toy import Ring
 from gan_lab.gan_module import GANModule
 from gan_lab.train import fit
 from gan_lab.validation import ConfigError, validate
@@ -122,3 +123,18 @@ def test_hydra_rejects_unknown_key_and_wrong_type(make_config, override, needle)
     with pytest.raises(ConfigCompositionException) as error:
         make_config(override)
     assert needle in str(error.value) or needle in str(error.value.__cause__)
+
+
+class _Undeclared(Ring):
+    """A DataModule that declares no metric suite."""
+
+    metrics = ""
+
+
+def test_eval_needs_a_declared_metric_suite(make_config):
+    with pytest.raises(ConfigError) as error:
+        validate(make_config(*TOY, "eval=classifier"), _Undeclared(batch_size=8))
+    assert str(error.value).startswith("eval.evaluator=gan_lab.metrics.evaluation.Evaluator:")
+    assert "_Undeclared declares no metrics" in str(error.value)
+    validate(make_config(*TOY, "eval=none"), _Undeclared(batch_size=8))
+    validate(make_config(*TOY, "eval=classifier"), Ring(batch_size=8))
