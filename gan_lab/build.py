@@ -14,11 +14,12 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Checkpoint, ProgressBar, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from gan_lab.checkpoint_io import AtomicCheckpointIO
 from gan_lab.config import TrainSettings
+from gan_lab.console import IterationRichProgressBar, IterationTQDMProgressBar, quiet_lightning
 from gan_lab.data.base import GANDataModule
 from gan_lab.gan_module import GANModule, GANParts
 
@@ -69,15 +70,22 @@ def _instantiate_dict(node: DictConfig | None) -> list[Any]:
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """A Trainer whose budget is ``train.iterations`` iterations, with the configured loggers."""
+    """A Trainer whose budget is ``train.iterations`` iterations, with the configured loggers
+    and a progress bar counting iterations."""
+    quiet_lightning()
     callbacks = _instantiate_dict(cfg.callbacks)
     if cfg.trainer.get("enable_progress_bar", True) and not any(
         isinstance(c, ProgressBar) for c in callbacks
     ):
         # Lightning's default bar redraws every step: ~5 % of a small MLP's iteration on CPU
-        # (docs/benchmarks.md). Redrawing every log_every iterations costs nothing visible.
-        bar = RichProgressBar if importlib.util.find_spec("rich") else TQDMProgressBar
-        callbacks.append(bar(refresh_rate=cfg.train.log_every))
+        # (docs/benchmarks.md). Redrawing every log_every iterations costs nothing visible, and
+        # the losses it shows are new only then.
+        bar = (
+            IterationRichProgressBar
+            if importlib.util.find_spec("rich")
+            else IterationTQDMProgressBar
+        )
+        callbacks.append(bar(every_n_iterations=cfg.train.log_every))
     return instantiate(
         cfg.trainer,
         logger=_instantiate_dict(cfg.logger) or False,

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from gan_lab.errors import BadFileError, MissingFileError
+
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """Save with ``torch.save`` so that ``path`` is always either the old or the new file.
@@ -40,16 +42,16 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[st
     """Load a gan_lab checkpoint, failing with a message that names the file and the problem."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:  # torch raises several types for a truncated/foreign file
-        raise RuntimeError(
+        raise BadFileError(
             f"checkpoint {path} is unreadable (truncated or not a torch checkpoint: {error}); "
             "use another checkpoint from the run's checkpoints/ folder (e.g. a periodic one)"
         ) from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise RuntimeError(
+        raise BadFileError(
             f"checkpoint {path} is not a Lightning checkpoint (no 'state_dict' key); "
             "pass a .ckpt file written by gan_lab"
         )

@@ -1,72 +1,172 @@
-"""Recompute every metric of a checkpoint: ``python -m gan_lab.evaluate ckpt=PATH [key=value ...]``.
+"""Recompute every metric of a checkpoint, and export its samples.
 
-Writes ``metrics.json`` and ``samples.png`` next to the checkpoint; ``save_samples=N`` also
-writes ``samples.npz`` (array ``samples``, shape (N, ...), in data space) for outside tools.
+    python -m gan_lab.evaluate ckpt=PATH [device=auto|cpu|cuda[:N]] [save_samples=N]
+                               [save_images=N] [group=option ...] [key=value ...]
+
+Writes beside the checkpoint, named after it (so best.ckpt and last.ckpt of one run keep their
+own results): ``<stem>.metrics.json`` and ``<stem>.samples.png``; ``save_samples=N`` adds
+``<stem>.samples.npz`` (array ``samples``, shape (N, ...), in data space); ``save_images=N``
+writes N generated images as PNG files into ``<stem>.images/`` (image data only), for outside
+FID tools such as torch-fidelity or clean-fid. ``device=auto`` (default) uses a GPU when there
+is one.
+
 Overrides apply to the run's stored config: ``group=option`` replaces a config group as the
-training CLI would (``eval=inception``), ``key=value`` sets a value
-(``eval.evaluator.num_fake=50000``). A run trained with ``eval=none`` gets the default eval group.
-Evaluation noise is seeded by the run's seed, so the numbers of a checkpoint are those its
-training logged at that iteration (same settings) and the same on every call.
+training CLI would (``eval=inception``), ``key=value`` sets a key the run's config has
+(``eval.evaluator.num_fake=50000``; ``+key=value`` adds a new one). A run trained with
+``eval=none`` gets the default eval group. Evaluation noise is seeded by the run's seed, so the
+numbers of a checkpoint are those its training logged at that iteration (same settings) and the
+same on every call. Arguments, the checkpoint and the overrides are checked before any data is
+loaded; a mistake ends with one line and exit status 2 (usage) or 1.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gan_lab.build import build_datamodule, build_module
 from gan_lab.callbacks.samples import image_grid, toy_plot
 from gan_lab.checkpoint_io import load_checkpoint_file
+from gan_lab.errors import BadFileError, UsageError, UserError, reported_as_one_line
+from gan_lab.validation import validate
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+USAGE = (
+    "usage: python -m gan_lab.evaluate ckpt=PATH [device=auto|cpu|cuda[:N]] [save_samples=N] "
+    "[save_images=N] [group=option ...] [key=value ...]"
+)
+log = logging.getLogger(__name__)
 
 
 def evaluate(
-    ckpt: str | Path, overrides: list[str] | None = None, save_samples: int = 0
+    ckpt: str | Path,
+    overrides: list[str] | None = None,
+    save_samples: int = 0,
+    save_images: int = 0,
+    device: str = "auto",
 ) -> dict[str, Any]:
-    """Rebuild the run from the checkpoint's stored config and compute its metrics."""
+    """Rebuild the run from the checkpoint's stored config and compute its metrics.
+
+    Raises a ``UserError`` (gan_lab.errors) for a missing or foreign checkpoint, an override
+    naming no key of the run, or a config value that breaks a rule, before loading any data.
+    """
     ckpt = Path(ckpt)
+    target = _device(device)
     checkpoint = load_checkpoint_file(ckpt)
     stored = checkpoint.get("gan_lab", {}).get("config")
     if stored is None:
-        raise RuntimeError(f"checkpoint {ckpt} has no gan_lab config; was it written by gan_lab?")
-    cfg = run_config(stored, overrides or [], plot_dir=ckpt.parent / "theory")
+        raise BadFileError(
+            f"checkpoint {ckpt} has no gan_lab config: pass a .ckpt written by gan_lab.train"
+        )
+    out = Outputs(ckpt)
+    cfg = run_config(stored, overrides or [], plot_dir=out.theory)
+    validate(cfg)  # before the data: a bad value fails in a second
     datamodule = build_datamodule(cfg)
+    validate(cfg, datamodule)  # may clamp eval.evaluator.num_real to the data, as training did
+    evaluator = instantiate(cfg.eval.evaluator) if cfg.eval.evaluator is not None else None
+    if save_images and datamodule.kind == "toy":
+        raise UsageError(
+            f"save_images={save_images}: {type(datamodule).__name__} is not image data; "
+            "use save_samples=N (an .npz array) instead"
+        )
     module = build_module(cfg, datamodule.sample_shape)
     module.load_state_dict(checkpoint["state_dict"])
     module.on_load_checkpoint(checkpoint)
-    module.eval()
+    module.to(target).eval()
     iteration = module.iteration
     metrics: dict[str, Any] = {"checkpoint": str(ckpt), "iteration": iteration}
-    if cfg.eval.evaluator is not None:
-        evaluator = instantiate(cfg.eval.evaluator)
+    if evaluator is not None:
         metrics.update(evaluator(module, datamodule, iteration))
-    out = ckpt.parent
     if datamodule.kind == "toy":
         toy_plot(
             module.generate(2000),
             datamodule.real_samples(2000),
-            out / "samples.png",
+            out.samples_png,
             f"{ckpt.name}: iteration {iteration}",
         )
     else:
         from torchvision.utils import save_image
 
-        save_image(image_grid(module.generate(z=module.fixed_z)), out / "samples.png")
+        save_image(image_grid(module.generate(z=module.fixed_z).cpu()), out.samples_png)
+    metrics["samples_png"] = str(out.samples_png)
     if save_samples:
-        np.savez_compressed(
-            out / "samples.npz", samples=module.generate(save_samples).cpu().numpy()
-        )
-        metrics["samples_npz"] = str(out / "samples.npz")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        samples = module.generate(save_samples).cpu().numpy()
+        np.savez_compressed(out.samples_npz, samples=samples)
+        metrics["samples_npz"] = str(out.samples_npz)
+    if save_images:
+        _write_pngs(module, save_images, out.images)
+        metrics["images_dir"] = str(out.images)
+    out.metrics_json.write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+@dataclass
+class Outputs:
+    """Where the results of one checkpoint go: beside it, named after it."""
+
+    ckpt: Path
+    stem: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stem = self.ckpt.name.removesuffix(".ckpt")
+
+    def _beside(self, suffix: str) -> Path:
+        return self.ckpt.parent / f"{self.stem}{suffix}"
+
+    @property
+    def metrics_json(self) -> Path:
+        return self._beside(".metrics.json")
+
+    @property
+    def samples_png(self) -> Path:
+        return self._beside(".samples.png")
+
+    @property
+    def samples_npz(self) -> Path:
+        return self._beside(".samples.npz")
+
+    @property
+    def images(self) -> Path:
+        return self._beside(".images")
+
+    @property
+    def theory(self) -> Path:
+        return self._beside(".theory")
+
+
+def _write_pngs(module: Any, n: int, folder: Path, batch_size: int = 500) -> None:
+    """N generated images as 8-bit PNGs ``000000.png`` ... (the format FID tools read)."""
+    from torchvision.io import write_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = module.generate(n, batch_size=batch_size).cpu()
+    pixels = ((samples.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    for index, image in enumerate(pixels):
+        write_png(image, str(folder / f"{index:06d}.png"))
+
+
+def _device(name: str) -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise UsageError(f"device={name}: not a device; use auto, cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name}: this machine has no CUDA device; use device=cpu")
+    return device
 
 
 def run_config(stored: dict, overrides: list[str], plot_dir: Path) -> DictConfig:
@@ -77,22 +177,45 @@ def run_config(stored: dict, overrides: list[str], plot_dir: Path) -> DictConfig
     values = [o for o, package in packages.items() if not package]
     trained_without_eval = OmegaConf.select(cfg, "eval.evaluator") is None
     if trained_without_eval and "eval" not in switches:
-        print(
-            "[gan_lab] this run was trained with eval=none: computing the default eval group's"
-            " metrics (pass eval=<option> to choose another)",
-            file=sys.stderr,
+        log.warning(
+            "this run was trained with eval=none: computing the default eval group's metrics "
+            "(pass eval=<option> to choose another)"
         )
         switches["eval"] = None
     if switches:
         # Hydra composes the groups (their defaults lists and packages included); their
         # interpolations resolve against the stored run, e.g. ${paths.output_dir}.
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            composed = compose("train", overrides=[o for o in switches.values() if o])
+        try:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                composed = compose("train", overrides=[o for o in switches.values() if o])
+        except HydraException as err:  # an unknown option: Hydra's message lists the valid ones
+            raise UsageError(str(err).split("Config search path")[0]) from err
         for package in switches:
             OmegaConf.update(cfg, package, OmegaConf.select(composed, package), merge=False)
     if OmegaConf.select(cfg, "eval.evaluator") is not None:
         cfg.eval.evaluator.plot_dir = str(plot_dir)
-    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(values))
+    for value in values:
+        _check_key(cfg, value)
+    dotlist = [v.removeprefix("+") for v in values]
+    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
+
+
+def _check_key(cfg: DictConfig, override: str) -> None:
+    """A ``key=value`` override must name a key of the run's config (``+key=`` adds one), so a
+    typo fails here, not as an unexpected argument after the data has loaded."""
+    if "=" not in override:
+        raise UsageError(f"{override!r}: overrides are key=value or group=option; {USAGE}")
+    key = override.split("=", 1)[0]
+    if key.startswith("+"):
+        return
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if isinstance(node, DictConfig) and name in node:
+        return
+    known = f"; {parent or 'the config'} has: {', '.join(map(str, node))}" if node else ""
+    raise UsageError(
+        f"{key}: the run's config has no such key{known} (use +{key}=VALUE to add one)"
+    )
 
 
 def _package_of(override: str) -> str | None:
@@ -103,16 +226,44 @@ def _package_of(override: str) -> str | None:
     return (package or group) if (CONF_DIR / group).is_dir() else None
 
 
+def _int_option(name: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise UsageError(f"{name}={text}: must be an integer >= 0")
+    return value
+
+
+def parse_args(args: list[str]) -> dict[str, Any]:
+    """Command-line arguments -> keyword arguments of ``evaluate``; exits 0 after ``--help``."""
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__)
+        raise SystemExit(0)
+    kwargs: dict[str, Any] = {"overrides": []}
+    for arg in args:
+        name, sep, text = arg.partition("=")
+        if not sep:
+            raise UsageError(f"{arg!r}: arguments are key=value; {USAGE}")
+        if name == "ckpt":
+            kwargs["ckpt"] = text
+        elif name == "device":
+            kwargs["device"] = text
+        elif name in ("save_samples", "save_images"):
+            kwargs[name] = _int_option(name, text)
+        else:
+            kwargs["overrides"].append(arg)
+    if not kwargs.get("ckpt"):
+        raise UsageError(f"ckpt=PATH is required; {USAGE}")
+    return kwargs
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    ckpt = next((a.split("=", 1)[1] for a in args if a.startswith("ckpt=")), None)
-    if ckpt is None:
-        raise SystemExit(
-            "usage: python -m gan_lab.evaluate ckpt=PATH [save_samples=N] [key=value ...]"
-        )
-    save = next((int(a.split("=", 1)[1]) for a in args if a.startswith("save_samples=")), 0)
-    overrides = [a for a in args if not a.startswith(("ckpt=", "save_samples="))]
-    metrics = evaluate(ckpt, overrides, save)
+    """CLI entry: evaluate, print the metrics as JSON; a user error is one line on stderr."""
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    with reported_as_one_line("gan_lab.evaluate"):
+        metrics = evaluate(**parse_args(list(sys.argv[1:] if argv is None else argv)))
     print(json.dumps(metrics, indent=2))
 
 

@@ -8,15 +8,18 @@ sweep directory.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
 import statistics
-import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
+
+from gan_lab.errors import MissingFileError, UsageError, reported_as_one_line
 
 PRIMARY = "val/primary"
 
@@ -66,7 +69,10 @@ def write_report(sweep_dir: Path) -> str:
     """Write report.md / report.csv / report.png; returns the Markdown table."""
     jobs = collect(sweep_dir)
     if not jobs:
-        raise FileNotFoundError(f"no finished jobs (with a 'done' file) under {sweep_dir}")
+        raise MissingFileError(
+            f"{sweep_dir}: no finished jobs (no <job>/done file); pass the folder of a multirun "
+            "(multirun/<date_time>), and re-launch unfinished sweeps to finish them"
+        )
     keys, rows = summarise(jobs)
     header = ["config", "seeds", *keys]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -117,10 +123,26 @@ def _plot(jobs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m gan_lab.report MULTIRUN_DIR")
-    print(write_report(Path(sys.argv[1])))
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are gan_lab's one-line ``UsageError`` (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}; {self.format_usage().strip()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry: write the report and print its table; a user error is one line on stderr."""
+    parser = _Parser(
+        prog="python -m gan_lab.report",
+        description="Summarise a Hydra multirun of gan_lab.train: report.md, report.csv "
+        "(mean ± std over seeds) and report.png, written into MULTIRUN_DIR.",
+    )
+    parser.add_argument("sweep_dir", metavar="MULTIRUN_DIR", type=Path)
+    with reported_as_one_line("gan_lab.report"):
+        args = parser.parse_args(argv)
+        if not args.sweep_dir.is_dir():
+            raise MissingFileError(f"{args.sweep_dir}: no such directory (pass a multirun dir)")
+        print(write_report(args.sweep_dir))
 
 
 if __name__ == "__main__":

@@ -2,23 +2,29 @@
 
 Hydra already rejects unknown group options (listing the valid ones) and unknown or mistyped
 keys of the ``RunConfig`` schema. ``validate`` adds the rules a schema cannot express, each
-failing with one line ``<key>=<value>: <rule>``.
+failing with one line ``<key>=<value>: <rule>``, and fits the evaluation settings to the data
+(``fit_eval_to_data``), the one change it makes to the config.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import math
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from gan_lab.data.base import METRIC_SUITES, GANDataModule, batch_shortfall
+from gan_lab.errors import UserError
 from gan_lab.nan_guard import POLICIES
 
+log = logging.getLogger(__name__)
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config value breaks a rule; the message is ``key=value: rule``."""
 
     def __init__(self, key: str, value: Any, rule: str) -> None:
@@ -27,8 +33,18 @@ class ConfigError(ValueError):
 
 
 # Config nodes whose keys are constructor arguments of their ``_target_`` (the nets also get
-# their sizes from the prior and the data when built, gan_lab.build).
-ARGUMENT_NODES = ("model.g", "model.d", "loss", "prior", "regularizer", "instance_noise")
+# their sizes from the prior and the data when built, gan_lab.build; a partial extractor
+# factory gets the datamodule when the evaluator first runs).
+ARGUMENT_NODES = (
+    "model.g",
+    "model.d",
+    "loss",
+    "prior",
+    "regularizer",
+    "instance_noise",
+    "eval.evaluator",
+    "eval.evaluator.extractor",
+)
 
 
 def _target(cfg: DictConfig, key: str) -> Any | None:
@@ -45,6 +61,13 @@ def _target(cfg: DictConfig, key: str) -> Any | None:
         raise ConfigError(
             f"{key}._target_", node._target_, "cannot be imported: give a module.Class path"
         ) from err
+
+
+def _declared(target: Any, name: str) -> Any:
+    """What ``target`` declares as its attribute ``name`` (None if nothing). A factory
+    classmethod (``_target_: pkg.Class.for_data``) declares through its class."""
+    owner = target.__self__ if inspect.ismethod(target) else target
+    return getattr(owner, name, None)
 
 
 def _check_arguments(cfg: DictConfig, key: str) -> None:
@@ -64,7 +87,8 @@ def _check_arguments(cfg: DictConfig, key: str) -> None:
             raise ConfigError(
                 f"{key}.{name}",
                 node[name],
-                f"{target.__name__} takes no argument {name!r}; it takes {', '.join(parameters)}",
+                f"{target.__qualname__} takes no argument {name!r}; it takes "
+                f"{', '.join(parameters)}",
             )
 
 
@@ -74,12 +98,18 @@ def _d_setting(cfg: DictConfig, key: str) -> Any:
     return d.get(key) if isinstance(d, DictConfig) else None
 
 
+def _integer(key: str, value: Any, minimum: int) -> None:
+    # bool is an int to Python, not a count to a user; "abc" and 2.5 come from untyped groups.
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(key, value, f"must be an integer >= {minimum}")
+
+
 def _at_least(cfg: DictConfig, key: str, minimum: int) -> None:
-    value = cfg
-    for part in key.split("."):
-        value = value[part]
-    if value < minimum:
-        raise ConfigError(key, value, f"must be >= {minimum}")
+    """``key`` must be an integer >= ``minimum``; an absent key (an older stored config) or
+    null passes."""
+    value = OmegaConf.select(cfg, key)
+    if value is not None:
+        _integer(key, value, minimum)
 
 
 def _check_train(cfg: DictConfig) -> None:
@@ -152,10 +182,10 @@ def _check_batch(cfg: DictConfig, datamodule: GANDataModule | None) -> None:
         return
     _at_least(cfg, "data.batch_size", 1)
     pack = _d_setting(cfg, "pack")
-    if pack is not None and (pack < 1 or batch_size % pack):
-        raise ConfigError(
-            "model.d.pack", pack, f"must be >= 1 and divide data.batch_size={batch_size}"
-        )
+    if pack is not None:
+        _integer("model.d.pack", pack, 1)
+    if pack is not None and batch_size % pack:
+        raise ConfigError("model.d.pack", pack, f"must divide data.batch_size={batch_size}")
     size = datamodule.num_samples("train") if datamodule is not None else None
     if size is not None and (rule := batch_shortfall(size, batch_size, cfg.train.k_d_steps)):
         raise ConfigError("data.batch_size", batch_size, rule)
@@ -187,8 +217,15 @@ def _check_model(cfg: DictConfig, datamodule: GANDataModule | None) -> None:
 
 
 def _check_eval(cfg: DictConfig, datamodule: GANDataModule | None) -> None:
-    if datamodule is None or OmegaConf.select(cfg, "eval.evaluator") is None:
+    _at_least(cfg, "eval.every_n_iterations", 0)
+    evaluator = OmegaConf.select(cfg, "eval.evaluator")
+    if evaluator is None:
         return
+    for key in ("num_real", "num_fake", "batch_size", "kid_subset_size"):
+        _at_least(cfg, f"eval.evaluator.{key}", 1)
+    if datamodule is None:
+        return
+    _note_eval_cadence(cfg)  # once per run: validate is called without, then with, the data
     if datamodule.metrics not in METRIC_SUITES:
         raise ConfigError(
             "eval.evaluator",
@@ -197,17 +234,98 @@ def _check_eval(cfg: DictConfig, datamodule: GANDataModule | None) -> None:
             f"{datamodule.metrics!r}, not one of {', '.join(METRIC_SUITES)}): declare one, or "
             "train with eval=none",
         )
+    _check_extractor(cfg, datamodule)
+
+
+def _note_eval_cadence(cfg: DictConfig) -> None:
+    # The Evaluation callback runs every n iterations and at the last one; n = 0 turns it off.
+    every = OmegaConf.select(cfg, "eval.every_n_iterations")
+    iterations = OmegaConf.select(cfg, "train.iterations")
+    if every is None or iterations is None:
+        return
+    if every == 0:
+        log.info(
+            "eval.every_n_iterations=0: no evaluation runs, so no val/primary and no best.ckpt "
+            "(say eval=none to mean that, or set a cadence > 0)"
+        )
+    elif every > iterations:
+        log.info(
+            "eval.every_n_iterations=%d is more than train.iterations=%d: only the final "
+            "evaluation (iteration %d) runs",
+            every,
+            iterations,
+            iterations,
+        )
+
+
+def _check_extractor(cfg: DictConfig, datamodule: GANDataModule) -> None:
+    # An extractor that reads the classifier the data declares (``needs_data_classifier``)
+    # has no features for data that declares none, unless it is given weights of its own.
+    # Only the "features" suite (image data) runs the extractor; toy suites leave it unused.
+    key = "eval.evaluator.extractor"
+    needs_classifier = _declared(_target(cfg, key), "needs_data_classifier")
+    if not needs_classifier or datamodule.metrics != "features":
+        return
+    weights = OmegaConf.select(cfg, f"{key}.weights")
+    if weights is not None and not Path(weights).is_file():  # else found at the first evaluation
+        raise ConfigError(
+            f"{key}.weights",
+            weights,
+            "file not found: give the .pt file `python -m gan_lab.metrics.train_classifier` "
+            "wrote, or null for the committed weights of the data",
+        )
+    if datamodule.classifier is not None or weights is not None:
+        return
+    raise ConfigError(
+        key,
+        OmegaConf.select(cfg, key)._target_,
+        f"{type(datamodule).__name__} declares no classifier (its class attribute `classifier` "
+        "is None), so there are no classifier features for FID/KID and no val/primary: use "
+        "eval=inception (or eval=none), or give eval.evaluator.extractor.weights=FILE",
+    )
+
+
+def fit_eval_to_data(cfg: DictConfig, datamodule: GANDataModule) -> None:
+    """Clamp ``eval.evaluator.num_real`` to the size of the split the evaluator draws real
+    samples from (its declared ``real_split``), with one logged note, so that a small set
+    (digits: 1438 training images) works with the default eval group. The clamped value is in
+    ``cfg``, hence in the run's checkpoints: ``gan_lab.evaluate`` computes the same numbers."""
+    evaluator = OmegaConf.select(cfg, "eval.evaluator")
+    if evaluator is None or evaluator.get("num_real") is None:
+        return
+    split = _declared(_target(cfg, "eval.evaluator"), "real_split")
+    size = datamodule.num_samples(split) if split is not None else None
+    num_real = evaluator.num_real
+    if size is None or num_real <= size:
+        return
+    log.warning(
+        "eval.evaluator.num_real=%d: the %r split of %s has %d samples, so num_real is clamped "
+        "to %d (FID reads higher on fewer real samples: compare runs at equal num_real)",
+        num_real,
+        split,
+        type(datamodule).__name__,
+        size,
+        size,
+    )
+    evaluator.num_real = size
 
 
 def validate(cfg: DictConfig, datamodule: GANDataModule | None = None) -> None:
     """Raise ``ConfigError`` on the first rule ``cfg`` breaks.
 
     With ``datamodule`` (built but not yet fitted) the checks that need the data run too:
-    batch size against the training set size, the nets' declared input shapes.
+    batch size against the training set size, the nets' declared input shapes, the eval
+    group's metric suite and feature extractor against what the data declares. Then
+    ``fit_eval_to_data`` clamps ``eval.evaluator.num_real`` to the evaluator's real split: the
+    one change ``validate`` makes to ``cfg``, made before the module stores its config.
     """
     _check_train(cfg)
     _check_optimizers(cfg)
     _check_prior_and_loss(cfg)
-    _check_batch(cfg, datamodule)
     _check_model(cfg, datamodule)
+    # Before the batch check, which loads the data: a config that cannot work says so even
+    # where the data is not there yet.
     _check_eval(cfg, datamodule)
+    _check_batch(cfg, datamodule)
+    if datamodule is not None:
+        fit_eval_to_data(cfg, datamodule)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from gan_lab.checkpoint_io import load_checkpoint_file
+from gan_lab.errors import BadFileError
 from gan_lab.train import fit
 from tests import processes
 
@@ -26,11 +27,11 @@ def test_truncated_checkpoint_names_the_file(make_config, tmp_path):
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])
-    with pytest.raises(RuntimeError) as error:
+    with pytest.raises(BadFileError) as error:
         load_checkpoint_file(last)
     assert str(last) in str(error.value) and "truncated" in str(error.value)
     # Resuming from it fails the same way, naming the file.
-    with pytest.raises(RuntimeError, match=str(last)):
+    with pytest.raises(BadFileError, match=str(last)):
         fit(
             make_config(
                 "experiment=ring_mlp",
@@ -45,7 +46,7 @@ def test_truncated_checkpoint_names_the_file(make_config, tmp_path):
 def test_foreign_file_names_the_file(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save({"weights": torch.zeros(2)}, path)
-    with pytest.raises(RuntimeError, match=f"{path} is not a Lightning checkpoint"):
+    with pytest.raises(BadFileError, match=f"{path} is not a Lightning checkpoint"):
         load_checkpoint_file(path)
 
 

@@ -6,6 +6,8 @@ import csv
 import json
 
 import numpy as np
+import torch
+from torchvision.io import read_image
 
 from gan_lab.evaluate import evaluate
 from gan_lab.train import train
@@ -37,12 +39,12 @@ def test_image_run_logs_classifier_fid_and_evaluate_recomputes_it(make_config, t
     assert len(fid_rows) == 2  # iterations 10 and 20, each logged once
 
     result = evaluate(ckpt, ["eval.evaluator.num_fake=300"], save_samples=64)
-    written = json.loads((tmp_path / "checkpoints" / "metrics.json").read_text())
+    written = json.loads((tmp_path / "checkpoints" / "last.metrics.json").read_text())
     assert written["val/fid_classifier"] == result["val/fid_classifier"] > 0
     assert written["iteration"] == 20
-    samples = np.load(tmp_path / "checkpoints" / "samples.npz")["samples"]
+    samples = np.load(tmp_path / "checkpoints" / "last.samples.npz")["samples"]
     assert samples.shape == (64, 1, 8, 8) and samples.min() >= -1 and samples.max() <= 1
-    assert (tmp_path / "checkpoints" / "samples.png").is_file()
+    assert (tmp_path / "checkpoints" / "last.samples.png").is_file()
 
 
 def test_toy_run_logs_mode_metrics_and_1d_run_logs_theory(make_config, tmp_path):
@@ -87,7 +89,7 @@ def test_evaluate_a_run_trained_without_metrics(make_config, tmp_path):
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     default = evaluate(ckpt)
     assert 0 <= default["toy/modes"] <= 8 and "toy/reverse_kl" in default
-    assert (tmp_path / "checkpoints" / "samples.png").is_file()
+    assert (tmp_path / "checkpoints" / "last.samples.png").is_file()
     none = evaluate(ckpt, ["eval=none"])
     assert not any(key.startswith(("toy/", "val/")) for key in none)
 
@@ -101,3 +103,21 @@ def test_evaluate_overrides_switch_config_groups(make_config, tmp_path):
         ["eval=classifier", "eval.evaluator.num_real=500", "eval.evaluator.num_fake=200"],
     )
     assert result["val/fid_classifier"] > 0
+
+
+def test_evaluating_best_and_last_keeps_both_results(make_config, tmp_path):
+    """Outputs are named after the checkpoint: evaluating best.ckpt after last.ckpt (or the
+    other way round) overwrites neither."""
+    train(make_config(*DIGITS))
+    folder = tmp_path / "checkpoints"
+    best = evaluate(folder / "best.ckpt", save_images=5, device="cpu")
+    last = evaluate(folder / "last.ckpt", save_images=5, device="cpu")
+    assert json.loads((folder / "best.metrics.json").read_text()) == best
+    assert json.loads((folder / "last.metrics.json").read_text()) == last
+    assert best["checkpoint"].endswith("best.ckpt") and last["checkpoint"].endswith("last.ckpt")
+    for stem in ("best", "last"):
+        assert (folder / f"{stem}.samples.png").is_file()
+        pngs = sorted((folder / f"{stem}.images").glob("*.png"))
+        assert [p.name for p in pngs] == [f"{i:06d}.png" for i in range(5)]
+    image = read_image(str(folder / "last.images" / "000000.png"))
+    assert image.dtype == torch.uint8 and tuple(image.shape) == (1, 8, 8)  # data resolution

@@ -123,6 +123,7 @@ def test_every_logger_and_file_puts_iteration_i_at_step_i(tmp_path, monkeypatch)
         "iter_0000000.png",
         "iter_0000010.png",
         "iter_0000020.png",
+        "real.png",
     ]
 
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})

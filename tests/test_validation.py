@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 
+from gan_lab.build import build_datamodule, build_module
+from gan_lab.data.images import ImageDataModule
 from gan_lab.data.toy import Ring
 from gan_lab.gan_module import GANModule
+from gan_lab.metrics.classifier import classifier_weights_for
 from gan_lab.train import fit
 from gan_lab.validation import ConfigError, validate
 
@@ -19,11 +24,11 @@ DIGITS_DCGAN = ["experiment=digits_dcgan", "model.g.base_channels=4", "model.d.b
 BAD = [
     ([*TOY, "optimizer.g.lr=0"], "optimizer.g.lr=0", "must be > 0"),
     ([*TOY, "optimizer.d.lr=-0.001"], "optimizer.d.lr=-0.001", "must be > 0"),
-    ([*TOY, "train.k_d_steps=0"], "train.k_d_steps=0", "must be >= 1"),
-    ([*TOY, "train.iterations=0"], "train.iterations=0", "must be >= 1"),
-    ([*TOY, "train.log_every=0"], "train.log_every=0", "must be >= 1"),
-    ([*TOY, "train.checkpoint_every=-5"], "train.checkpoint_every=-5", "must be >= 1"),
-    ([*TOY, "train.nan_check_every=0"], "train.nan_check_every=0", "must be >= 1"),
+    ([*TOY, "train.k_d_steps=0"], "train.k_d_steps=0", "must be an integer >= 1"),
+    ([*TOY, "train.iterations=0"], "train.iterations=0", "must be an integer >= 1"),
+    ([*TOY, "train.log_every=0"], "train.log_every=0", "must be an integer >= 1"),
+    ([*TOY, "train.checkpoint_every=-5"], "train.checkpoint_every=-5", "must be an integer >= 1"),
+    ([*TOY, "train.nan_check_every=0"], "train.nan_check_every=0", "must be an integer >= 1"),
     ([*TOY, "prior.dim=0"], "prior.dim=0", "latent dimension must be an integer > 0"),
     (
         [*TOY, "loss=wasserstein", "loss.clip=null"],
@@ -47,7 +52,39 @@ BAD = [
     ([*TOY, "train.on_nan=ignore"], "train.on_nan=ignore", "must be one of stop, skip"),
     ([*TOY, "train.ema_decay=1.5"], "train.ema_decay=1.5", "must be in (0, 1)"),
     ([*TOY, "model.d.pack=3"], "model.d.pack=3", "divide data.batch_size=8"),
-    ([*TOY, "data.batch_size=0"], "data.batch_size=0", "must be >= 1"),
+    ([*TOY, "data.batch_size=0"], "data.batch_size=0", "must be an integer >= 1"),
+    # The data group is untyped: a word or a fraction is refused by name, not by a TypeError.
+    ([*TOY, "data.batch_size=abc"], "data.batch_size=abc", "must be an integer >= 1"),
+    ([*TOY, "data.batch_size=7.5"], "data.batch_size=7.5", "must be an integer >= 1"),
+    ([*TOY, "model.d.pack=abc"], "model.d.pack=abc", "must be an integer >= 1"),
+    ([*TOY, "eval.every_n_iterations=-1"], "eval.every_n_iterations=-1", "integer >= 0"),
+    ([*TOY, "eval.every_n_iterations=often"], "eval.every_n_iterations=often", "integer >= 0"),
+    ([*TOY, "eval.evaluator.num_fake=0"], "eval.evaluator.num_fake=0", "integer >= 1"),
+    (
+        [*TOY, "+eval.evaluator.num_rael=500"],
+        "eval.evaluator.num_rael=500",
+        "Evaluator takes no argument 'num_rael'",
+    ),
+    (
+        [*TOY, "+eval.evaluator.extractor.weight=w.pt"],
+        "eval.evaluator.extractor.weight=w.pt",
+        "ClassifierFeatures.for_data takes no argument 'weight'; it takes datamodule, weights",
+    ),
+    (
+        # A typo'd weights file would otherwise surface at the first evaluation.
+        [*DIGITS_DCGAN, "eval.evaluator.extractor.weights=no/such/classifier.pt"],
+        "eval.evaluator.extractor.weights=no/such/classifier.pt",
+        "file not found",
+    ),
+    (
+        # No classifier of CIFAR-10's: FID/KID would be skipped, so no val/primary and no
+        # best.ckpt. Refused from what the data declares, before its files are even read.
+        ["data=cifar10", "data.batch_size=8", "model.g.base_channels=4", "model.d.base_channels=4"],
+        "eval.evaluator.extractor=gan_lab.metrics.classifier.ClassifierFeatures.for_data",
+        "TorchvisionImages declares no classifier (its class attribute `classifier` is None), so "
+        "there are no classifier features for FID/KID and no val/primary: use eval=inception (or "
+        "eval=none)",
+    ),
     (
         [*DIGITS_DCGAN, "data.batch_size=1000", "train.k_d_steps=2"],
         "data.batch_size=1000",
@@ -138,3 +175,58 @@ def test_eval_needs_a_declared_metric_suite(make_config):
     assert "_Undeclared declares no metrics" in str(error.value)
     validate(make_config(*TOY, "eval=none"), _Undeclared(batch_size=8))
     validate(make_config(*TOY, "eval=classifier"), Ring(batch_size=8))
+
+
+def test_num_real_is_clamped_to_the_real_split_with_one_note(make_config, caplog):
+    """digits has 1438 training images and the default eval group asks for 10000: the run
+    evaluates on all 1438 and says so once; its stored config records 1438."""
+    cfg = make_config(*DIGITS_DCGAN, "callbacks=default")
+    assert cfg.eval.evaluator.num_real == 10000
+    datamodule = build_datamodule(cfg)
+    with caplog.at_level(logging.INFO, logger="gan_lab.validation"):
+        validate(cfg, datamodule)
+        validate(cfg, datamodule)  # as gan_lab.evaluate does again on the stored config
+    notes = [r.getMessage() for r in caplog.records if "num_real" in r.getMessage()]
+    assert notes == [
+        "eval.evaluator.num_real=10000: the 'train' split of Digits has 1438 samples, so "
+        "num_real is clamped to 1438 (FID reads higher on fewer real samples: compare runs at "
+        "equal num_real)"
+    ]
+    assert cfg.eval.evaluator.num_real == 1438
+    module = build_module(cfg, datamodule.sample_shape)
+    assert module.config["eval"]["evaluator"]["num_real"] == 1438
+    assert module.config["callbacks"]["evaluation"]["evaluator"]["num_real"] == 1438
+
+
+def test_eval_cadence_past_the_budget_notes_the_final_evaluation(make_config, caplog):
+    cfg = make_config(*TOY, "train.iterations=4", "eval.every_n_iterations=10")
+    with caplog.at_level(logging.INFO, logger="gan_lab.validation"):
+        validate(cfg, Ring(batch_size=8))
+    assert [r.getMessage() for r in caplog.records] == [
+        "eval.every_n_iterations=10 is more than train.iterations=4: only the final evaluation "
+        "(iteration 4) runs"
+    ]
+
+
+class _NoClassifierImages(ImageDataModule):
+    """In-memory image data that declares no classifier (as CIFAR-10, MNIST, folders)."""
+
+    def __init__(self) -> None:
+        super().__init__(batch_size=8)
+        self.sample_shape = (1, 8, 8)
+
+    def _load(self, split: str) -> torch.Tensor:
+        return torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8)
+
+
+def test_classifier_features_need_data_that_declares_a_classifier(make_config):
+    dcgan = [*DIGITS_DCGAN, "data.batch_size=8"]
+    with pytest.raises(ConfigError) as error:
+        validate(make_config(*dcgan), _NoClassifierImages())
+    assert error.value.key == "eval.evaluator.extractor"
+    assert "_NoClassifierImages declares no classifier" in str(error.value)
+    # Features that do not come from the data's classifier, or no metrics at all, are fine.
+    validate(make_config(*dcgan, "eval=inception"), _NoClassifierImages())
+    validate(make_config(*dcgan, "eval=none"), _NoClassifierImages())
+    weights = f"eval.evaluator.extractor.weights={classifier_weights_for('digits')}"
+    validate(make_config(*dcgan, weights), _NoClassifierImages())

@@ -66,8 +66,8 @@ class IterationCheckpoint(Checkpoint):
             return
         self._saved_iteration = iteration
         if self.keep_periodic and iteration % self.every_n_iterations == 0:
-            trainer.save_checkpoint(self.dirpath / f"iter_{iteration:07d}.ckpt")
-        trainer.save_checkpoint(self.last_path)
+            trainer.save_checkpoint(self.dirpath / f"iter_{iteration:07d}.ckpt", weights_only=False)
+        trainer.save_checkpoint(self.last_path, weights_only=False)
 
     def _save_best(self, trainer: L.Trainer) -> None:
         value = trainer.callback_metrics.get(self.monitor) if self.monitor else None
@@ -76,10 +76,13 @@ class IterationCheckpoint(Checkpoint):
         self._last_value = value
         score = float(value)
         better = score < self.best_score if self.mode == "min" else score > self.best_score
-        if better:
+        # The first score is the best so far even when it is the worst possible (a toy run
+        # whose samples hit no mode has reverse KL = inf): every evaluated run has a best.ckpt.
+        first = self.best_path is None and not math.isnan(score)
+        if better or first:
             self.best_score = score
             self.best_path = str(self.dirpath / "best.ckpt")
-            trainer.save_checkpoint(self.best_path)
+            trainer.save_checkpoint(self.best_path, weights_only=False)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_score": self.best_score, "best_path": self.best_path}

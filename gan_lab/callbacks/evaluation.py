@@ -13,7 +13,10 @@ from gan_lab.metrics.evaluation import Evaluator
 class Evaluation(L.Callback):
     """Every ``every_n_iterations`` (and at the end of the budget) logs the evaluator's metrics.
 
-    Runs on every rank but computes on rank 0 only, where the checkpoint callback reads them.
+    ``every_n_iterations=0`` (eval=none) evaluates never, not even at the end; a cadence past
+    the budget evaluates only at the end (gan_lab.validation notes both at start-up). Runs on
+    every rank but computes on rank 0 only; its numbers are broadcast to every rank, where the
+    checkpoint callback reads them.
     """
 
     def __init__(self, evaluator: Evaluator | None, every_n_iterations: int = 1000) -> None:
@@ -27,12 +30,18 @@ class Evaluation(L.Callback):
         last = iteration >= int(trainer.limit_train_batches or 0)
         if iteration % self.every_n_iterations and not last:
             return
-        if not trainer.is_global_zero:
-            return
-        metrics = self.evaluator(pl_module, trainer.datamodule, iteration)
+        metrics = (
+            self.evaluator(pl_module, trainer.datamodule, iteration)
+            if (trainer.is_global_zero)
+            else None
+        )
+        # Every rank gets rank 0's numbers: the checkpoint callback picks best.ckpt from them on
+        # every rank alike, as its saves are collective (Trainer.save_checkpoint has a barrier).
+        metrics = trainer.strategy.broadcast(metrics, src=0)
         # Straight to the loggers, once, at the iteration's own step: values logged with self.log
         # from a callback would be re-sent at every later logging step. callback_metrics feeds
         # checkpoint selection.
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=iteration)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=iteration)
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})

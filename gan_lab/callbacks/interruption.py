@@ -77,7 +77,7 @@ class Interruption(Callback):
             checkpoints[0].save(trainer, pl_module)
             saved = f"saved {path}"
         else:
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)
             saved = f"saved {path}"
         print(
             f"[gan_lab] {self.signal_name} at iteration {pl_module.iteration}: {saved}; "

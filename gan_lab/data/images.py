@@ -7,6 +7,8 @@ stream, so even 64x64 Fashion-MNIST stays ~250 MB.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from torch.utils.data import Dataset, TensorDataset
 from gan_lab.data.base import GANDataModule, check_split
 from gan_lab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, REGET_HINT, read_idx
 from gan_lab.data.streams import LoaderStream, TensorBatchStream, to_unit_range
+from gan_lab.errors import BadFileError, MissingFileError
 
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 _FASHION_FILES = {
@@ -94,7 +97,7 @@ def load_fashion_mnist(
             images = read_idx(image_path, expected_magic=IMAGES_MAGIC)
             labels = read_idx(label_path, expected_magic=LABELS_MAGIC).astype(np.int64)
             if len(images) != len(labels):
-                raise ValueError(
+                raise BadFileError(
                     f"{image_path} has {len(images)} images but {label_path} has "
                     f"{len(labels)} labels; {REGET_HINT}"
                 )
@@ -103,9 +106,10 @@ def load_fashion_mnist(
         from torchvision.datasets import FashionMNIST as TorchvisionFashionMNIST
 
         download_root = root if root is not None else "data"
-        TorchvisionFashionMNIST(download_root, train=split == "train", download=True)
+        with _download_errors("FashionMNIST", download_root):
+            TorchvisionFashionMNIST(download_root, train=split == "train", download=True)
         return load_fashion_mnist(download_root, split, download=False)
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"Fashion-MNIST {split} files ({image_name}[.gz], {label_name}[.gz]) not found; searched "
         f"{', '.join(searched)}. To fix: {REGET_HINT}"
     )
@@ -245,6 +249,20 @@ class FashionMNIST(ImageDataModule):
         return _resize(torch.from_numpy(images).unsqueeze(1), self.resolution)
 
 
+@contextmanager
+def _download_errors(name: str, root: str) -> Iterator[None]:
+    """A failed download (no network, a refused URL) becomes one line naming the fix."""
+    try:
+        yield
+    except OSError as err:  # URLError, socket and HTTP errors are all OSErrors
+        reason = getattr(err, "reason", None) or err
+        raise MissingFileError(
+            f"data.download=true: downloading {name} into {os.path.abspath(root)} failed "
+            f"({reason}); offline, copy torchvision's {name} files there from a machine with "
+            "internet (or set data.root=DIR holding them)"
+        ) from err
+
+
 # name -> (torchvision class name, channels, native size, on-disk layout for the error message)
 _TORCHVISION_SETS = {
     "MNIST": ("MNIST", 1, 28, "MNIST/raw/*-idx?-ubyte"),
@@ -284,9 +302,10 @@ class TorchvisionImages(ImageDataModule):
         class_name, _, _, layout = _TORCHVISION_SETS[self.name]
         cls = getattr(torchvision.datasets, class_name)
         try:
-            dataset = cls(self.root, train=split == "train", download=self.download)
+            with _download_errors(self.name, self.root):
+                dataset = cls(self.root, train=split == "train", download=self.download)
         except RuntimeError as err:  # torchvision's "Dataset not found" when files are missing
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{self.name} not found under {os.path.abspath(self.root)} (expected "
                 f"{layout}): {err}. To fix: set data.root=DIR holding torchvision's files, or "
                 "data.download=true when online"
@@ -325,7 +344,9 @@ class ImageFolderImages(ImageDataModule):
         from torchvision.datasets import ImageFolder
 
         if not Path(self.root).is_dir():
-            raise FileNotFoundError(f"image folder {os.path.abspath(self.root)} does not exist")
+            raise MissingFileError(
+                f"data.root={self.root}: image folder {os.path.abspath(self.root)} does not exist"
+            )
         steps = [transforms.Resize(self.resolution), transforms.CenterCrop(self.resolution)]
         if self.channels == 1:
             steps.append(transforms.Grayscale(1))
@@ -333,7 +354,7 @@ class ImageFolderImages(ImageDataModule):
         try:
             return ImageFolder(self.root, transform=transforms.Compose(steps))
         except FileNotFoundError as err:  # no class sub-folders or no image files
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"no images found in {os.path.abspath(self.root)}: expected the ImageFolder "
                 f"layout {self.root}/<class>/<image>.png ({err})"
             ) from err

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from gan_lab.errors import MissingFileError
 
 if TYPE_CHECKING:
     from gan_lab.data.base import GANDataModule
@@ -69,7 +71,7 @@ class SmallCNN(nn.Module):
     def load(cls, path: str | Path) -> SmallCNN:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"classifier weights not found: {path}; train them with "
                 "`python -m gan_lab.metrics.train_classifier --data fashion_mnist` "
                 "or choose eval=inception / eval=none"
@@ -82,6 +84,10 @@ class SmallCNN(nn.Module):
 
 class ClassifierFeatures(nn.Module):
     """torchmetrics feature extractor: images in [-1, 1] -> the classifier's 128-d features."""
+
+    # ``for_data`` reads the classifier the DataModule declares (unless given ``weights``):
+    # validation refuses this extractor for data that declares none.
+    needs_data_classifier: ClassVar[bool] = True
 
     def __init__(self, weights: str | Path) -> None:
         super().__init__()

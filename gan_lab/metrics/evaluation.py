@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -36,6 +37,9 @@ class Evaluator:
     generator are reproducible, and evaluating never draws from the training noise stream.
     """
 
+    # The split real samples come from; validation clamps num_real to its size
+    # (gan_lab.validation.fit_eval_to_data).
+    real_split: ClassVar[str] = "train"
     # Settings come from the eval group's YAML (conf/eval/*.yaml), their one home.
     # A feature module, or a factory called with the datamodule (returns None: no FID).
     extractor: nn.Module | Callable[[GANDataModule], nn.Module | None] | None
@@ -96,7 +100,7 @@ class Evaluator:
                 self.extractor, self.kid_subset_size, derived_seed(module.sample_seed, "kid")
             ).to(device)
             self._distance.add_real(
-                datamodule.real_samples(self.num_real, "train"), self.batch_size
+                datamodule.real_samples(self.num_real, self.real_split), self.batch_size
             )
         fake = module.generate(self.num_fake, batch_size=self.batch_size)
         scores = self._distance.compute_fake(fake, self.batch_size)

@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from gan_lab.errors import MissingFileError
+
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
 
@@ -17,19 +19,22 @@ def find_inception_weights(weights_path: str | None, allow_download: bool = Fals
     """
     if weights_path:
         if not Path(weights_path).is_file():
-            raise FileNotFoundError(f"eval.inception_weights={weights_path}: file not found")
+            raise MissingFileError(
+                f"eval.evaluator.extractor.weights_path={weights_path}: file not found"
+            )
         return str(weights_path)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
     if cached.is_file():
         return str(cached)
     if allow_download:
         return None
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"Inception weights {INCEPTION_WEIGHTS_FILE} not found (offline). Download it from "
         "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
         f"{INCEPTION_WEIGHTS_FILE} on a machine with internet, then either put it at {cached} "
-        "or pass eval.inception_weights=/path/to/it; eval.allow_download=true downloads it when "
-        "online; eval=classifier uses offline classifier features instead"
+        "or pass eval.evaluator.extractor.weights_path=/path/to/it; "
+        "eval.evaluator.extractor.allow_download=true downloads it when online; eval=classifier "
+        "uses offline classifier features instead"
     )
 
 
