@@ -4,6 +4,7 @@ records in the run's log (Hydra's ``<run dir>/train.log``), and none of its boil
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -42,9 +43,19 @@ class LightningBoilerplate(logging.Filter):
 
 _BOILERPLATE = LightningBoilerplate()
 
+# Warnings of the libraries' own making that a gan_lab user can do nothing about, matched by
+# their message's start (a regex) and category; every other warning still shows.
+KNOWN_WARNINGS = (
+    # Lightning 2.x calling a torch API that torch deprecated after it; gone with an upgrade.
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    # torchmetrics' KID keeps every feature (10k x 128 floats for classifier FID): by design.
+    (r"Metric `Kernel Inception Distance` will save all extracted features", UserWarning),
+)
+
 
 def quiet_lightning() -> None:
-    """Attach the boilerplate filter to the loggers that emit it (idempotent).
+    """Attach the boilerplate filter to the loggers that emit it and ignore ``KNOWN_WARNINGS``
+    (idempotent).
 
     A logger's filters see only the records logged on it, not its children's, so the filter
     goes on the emitting logger itself: rank_zero_info's. (Lightning's "`weights_only` was not
@@ -52,6 +63,8 @@ def quiet_lightning() -> None:
     checkpoints, so it is never logged.)
     """
     rank_zero.log.addFilter(_BOILERPLATE)
+    for message, category in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ def evaluate(
         raise BadFileError(
             f"checkpoint {ckpt} has no gan_lab config: pass a .ckpt written by gan_lab.train"
         )
-    out = Outputs(ckpt)
+    out = Outputs.beside(ckpt)
     cfg = run_config(stored, overrides or [], plot_dir=out.theory)
     validate(cfg)  # before the data: a bad value fails in a second
     datamodule = build_datamodule(cfg)
@@ -111,38 +111,22 @@ def evaluate(
     return metrics
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outputs:
-    """Where the results of one checkpoint go: beside it, named after it."""
+    """Where the results of one checkpoint go: beside it, named after it (``best.ckpt`` ->
+    ``best.metrics.json``, ``best.samples.png``, ...)."""
 
-    ckpt: Path
-    stem: str = field(init=False)
+    metrics_json: Path
+    samples_png: Path
+    samples_npz: Path
+    images: Path
+    theory: Path
 
-    def __post_init__(self) -> None:
-        self.stem = self.ckpt.name.removesuffix(".ckpt")
-
-    def _beside(self, suffix: str) -> Path:
-        return self.ckpt.parent / f"{self.stem}{suffix}"
-
-    @property
-    def metrics_json(self) -> Path:
-        return self._beside(".metrics.json")
-
-    @property
-    def samples_png(self) -> Path:
-        return self._beside(".samples.png")
-
-    @property
-    def samples_npz(self) -> Path:
-        return self._beside(".samples.npz")
-
-    @property
-    def images(self) -> Path:
-        return self._beside(".images")
-
-    @property
-    def theory(self) -> Path:
-        return self._beside(".theory")
+    @classmethod
+    def beside(cls, ckpt: Path) -> Outputs:
+        stem = ckpt.parent / ckpt.name.removesuffix(".ckpt")
+        suffixes = (".metrics.json", ".samples.png", ".samples.npz", ".images", ".theory")
+        return cls(*(Path(f"{stem}{suffix}") for suffix in suffixes))
 
 
 def _write_pngs(module: Any, n: int, folder: Path, batch_size: int = 500) -> None:

@@ -29,7 +29,14 @@ TINY = [
     "train.checkpoint_every=3",
     "eval.every_n_iterations=3",
 ]
-BOILERPLATE = ("💡 Tip", "weights_only", "`Trainer.fit` stopped", "TPU available", "Epoch 0/0")
+BOILERPLATE = (
+    "💡 Tip",
+    "weights_only",
+    "`Trainer.fit` stopped",
+    "TPU available",
+    "Epoch 0/0",
+    "LeafSpec",  # a library's deprecation warning (gan_lab.console.KNOWN_WARNINGS)
+)
 
 
 @pytest.fixture(scope="module")
