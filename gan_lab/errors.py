@@ -34,14 +34,18 @@ class BadFileError(UserError, ValueError):
 
 
 def find_user_error(error: BaseException | None) -> UserError | None:
-    """``error`` if it is a UserError, else the first one in its chain of causes: Hydra's
-    ``instantiate`` wraps what a constructor raises in its own exception type."""
+    """``error`` if it is a UserError, else the first one in its chain of explicit causes
+    (``raise ... from``): Hydra's ``instantiate`` wraps what a constructor raises that way.
+
+    Only causes count, not the exception being handled when ``error`` was raised: a bug inside
+    an ``except UserError`` block is a bug and keeps its traceback.
+    """
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, UserError):
             return error
         seen.add(id(error))
-        error = error.__cause__ or error.__context__
+        error = error.__cause__
     return None
 
 

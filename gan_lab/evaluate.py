@@ -72,14 +72,14 @@ def evaluate(
     out = Outputs.beside(ckpt)
     cfg = run_config(stored, overrides or [], plot_dir=out.theory)
     validate(cfg)  # before the data: a bad value fails in a second
-    datamodule = build_datamodule(cfg)
-    validate(cfg, datamodule)  # may clamp eval.evaluator.num_real to the data, as training did
-    evaluator = instantiate(cfg.eval.evaluator) if cfg.eval.evaluator is not None else None
+    datamodule = build_datamodule(cfg)  # instantiated; its data loads on first use
     if save_images and datamodule.kind == "toy":
         raise UsageError(
             f"save_images={save_images}: {type(datamodule).__name__} is not image data; "
             "use save_samples=N (an .npz array) instead"
         )
+    validate(cfg, datamodule)  # may clamp eval.evaluator.num_real to the data, as training did
+    evaluator = instantiate(cfg.eval.evaluator) if cfg.eval.evaluator is not None else None
     module = build_module(cfg, datamodule.sample_shape)
     module.load_state_dict(checkpoint["state_dict"])
     module.on_load_checkpoint(checkpoint)

@@ -184,8 +184,8 @@ def _check_batch(cfg: DictConfig, datamodule: GANDataModule | None) -> None:
     pack = _d_setting(cfg, "pack")
     if pack is not None:
         _integer("model.d.pack", pack, 1)
-    if pack is not None and batch_size % pack:
-        raise ConfigError("model.d.pack", pack, f"must divide data.batch_size={batch_size}")
+        if batch_size % pack:
+            raise ConfigError("model.d.pack", pack, f"must divide data.batch_size={batch_size}")
     size = datamodule.num_samples("train") if datamodule is not None else None
     if size is not None and (rule := batch_shortfall(size, batch_size, cfg.train.k_d_steps)):
         raise ConfigError("data.batch_size", batch_size, rule)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gan_lab import evaluate, report
+from gan_lab.errors import MissingFileError, UserError, reported_as_one_line
 from gan_lab.train import train
 from tests import processes
 
@@ -161,3 +162,22 @@ def test_evaluate_cli_missing_checkpoint_is_one_line(tmp_path):
     code, stderr = _cli("gan_lab.evaluate", f"ckpt={tmp_path}/last.ckpt")
     assert code == 1
     _assert_one_line(stderr, "gan_lab.evaluate", f"{tmp_path}/last.ckpt")
+
+
+def test_only_an_explicit_cause_counts_as_a_user_error(capsys):
+    """``raise Wrapper(...) from user_error`` (Hydra's instantiate) is reported in one line; a
+    bug raised while an ``except UserError`` block runs keeps its own traceback."""
+    with pytest.raises(SystemExit) as exit_info, reported_as_one_line("prog"):
+        try:
+            raise MissingFileError("weights.pt: not found")
+        except UserError as error:
+            raise RuntimeError("wrapped") from error
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == "prog: error: weights.pt: not found\n"
+
+    with pytest.raises(KeyError), reported_as_one_line("prog"):
+        try:
+            raise MissingFileError("weights.pt: not found")
+        except UserError:
+            {}["a bug in the handler"]
+    assert capsys.readouterr().err == ""

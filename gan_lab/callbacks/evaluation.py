@@ -30,11 +30,9 @@ class Evaluation(L.Callback):
         last = iteration >= int(trainer.limit_train_batches or 0)
         if iteration % self.every_n_iterations and not last:
             return
-        metrics = (
-            self.evaluator(pl_module, trainer.datamodule, iteration)
-            if (trainer.is_global_zero)
-            else None
-        )
+        metrics = None
+        if trainer.is_global_zero:
+            metrics = self.evaluator(pl_module, trainer.datamodule, iteration)
         # Every rank gets rank 0's numbers: the checkpoint callback picks best.ckpt from them on
         # every rank alike, as its saves are collective (Trainer.save_checkpoint has a barrier).
         metrics = trainer.strategy.broadcast(metrics, src=0)
