@@ -45,7 +45,7 @@ from omegaconf import DictConfig
 import gan_lab.config  # noqa: F401 - registers the run schema
 from gan_lab.build import build_datamodule, build_module, build_trainer
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = str(gan_lab.config.CONF_DIR)
 
 TRAINING = {
     "dcgan28_b64": ["experiment=fashion_dcgan", "data.batch_size=64"],
@@ -132,7 +132,7 @@ class _StepTimer(L.Callback):
 
 
 def compose_config(overrides: list[str], output_dir: str, args: argparse.Namespace) -> DictConfig:
-    """conf/train.yaml as a normal run composes it, plus the bench's and the user's overrides."""
+    """gan_lab/conf/train.yaml as a normal run composes it, plus the bench's and the user's overrides."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(
             "train",

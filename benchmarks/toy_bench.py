@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-import gan_lab.config  # noqa: F401 - registers the run schema
+from gan_lab.config import CONF_DIR  # importing it registers the run schema
 from gan_lab.metrics.toy import mode_metrics
 from gan_lab.train import fit
 
@@ -65,7 +65,7 @@ def run_one(
 ) -> tuple[dict[str, float], float]:
     """Train ``experiment`` with ``seed``; return its toy metrics and the fit's wall time."""
     with tempfile.TemporaryDirectory() as out:
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(
                 "train",
                 overrides=[

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+# The shipped configs, inside the package so that an installed gan_lab has them.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @dataclass
@@ -16,7 +20,7 @@ class TrainSettings:
     One iteration is ``k_d_steps`` discriminator updates + 1 generator update (Algorithm 1);
     ``iterations`` and every ``*_every`` interval count iterations, whatever k is. The train
     group owns the cadence of logging, sample grids and checkpoints; the eval group owns the
-    cadence of metrics (``eval.every_n_iterations``, in conf/eval/*.yaml).
+    cadence of metrics (``eval.every_n_iterations``, in gan_lab/conf/eval/*.yaml).
     """
 
     iterations: int = 2000
@@ -40,7 +44,7 @@ class TrainSettings:
 
 @dataclass
 class RunConfig:
-    """Root of ``conf/train.yaml``, which holds only the defaults list: every run scalar's
+    """Root of ``gan_lab/conf/train.yaml``, which holds only the defaults list: every run scalar's
     default is here. Config groups are typed ``Any`` and checked by gan_lab.validation."""
 
     seed: int = 0

@@ -38,10 +38,10 @@ from omegaconf import DictConfig, OmegaConf
 from gan_lab.build import build_datamodule, build_module
 from gan_lab.callbacks.samples import image_grid, toy_plot
 from gan_lab.checkpoint_io import load_checkpoint_file
+from gan_lab.config import CONF_DIR
 from gan_lab.errors import BadFileError, UsageError, UserError, reported_as_one_line
 from gan_lab.validation import validate
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 USAGE = (
     "usage: python -m gan_lab.evaluate ckpt=PATH [device=auto|cpu|cuda[:N]] [save_samples=N] "
     "[save_images=N] [group=option ...] [key=value ...]"
@@ -204,7 +204,7 @@ def _check_key(cfg: DictConfig, override: str) -> None:
 
 def _package_of(override: str) -> str | None:
     """``eval=inception`` -> "eval", ``optimizer@optimizer.g=sgd_momentum`` -> "optimizer.g";
-    None for a ``key=value`` override (its key names no folder of conf/)."""
+    None for a ``key=value`` override (its key names no folder of gan_lab/conf/)."""
     key = override.split("=", 1)[0]
     group, _, package = key.partition("@")
     return (package or group) if (CONF_DIR / group).is_dir() else None

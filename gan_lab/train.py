@@ -100,7 +100,7 @@ def _report(cfg: DictConfig, metrics: dict[str, float]) -> None:
     )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """CLI entry; returns ``optimized_metric``'s final value so Hydra sweepers can optimise it.
 

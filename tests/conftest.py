@@ -16,11 +16,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-import gan_lab.config  # noqa: F401 - registers the run schema
+from gan_lab.config import CONF_DIR  # importing it registers the run schema
 from tests import processes
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
 
 # Tests never need a W&B account.
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -47,7 +46,7 @@ resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
-    """Compose conf/train.yaml as the CLI would, writing into ``output_dir``."""
+    """Compose gan_lab/conf/train.yaml as the CLI would, writing into ``output_dir``."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=[f"paths.output_dir={output_dir}", *overrides])
 

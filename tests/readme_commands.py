@@ -35,11 +35,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-import gan_lab.config  # noqa: F401 - registers the run schema
+from gan_lab.config import CONF_DIR  # importing it registers the run schema
 from tests import processes
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
 
 # The tag vocabulary: what a command needs that a CPU-only, offline test machine lacks.
 NEEDS = {

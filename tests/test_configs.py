@@ -1,4 +1,4 @@
-"""Every YAML in conf/ composes and instantiates, so a new option is tested for free."""
+"""Every YAML in gan_lab/conf/ composes and instantiates, so a new option is tested for free."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 from hydra.utils import instantiate
 
 from gan_lab.build import build_datamodule, build_module
+from gan_lab.config import CONF_DIR
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+
 PART_GROUPS = [
     "loss",
     "prior",
@@ -21,7 +22,7 @@ PART_GROUPS = [
 
 
 def _options(group: str) -> list[str]:
-    folder = CONF / group.split("@")[0]
+    folder = CONF_DIR / group.split("@")[0]
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 

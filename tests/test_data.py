@@ -34,10 +34,11 @@ from gan_lab.data import (
     load_fashion_mnist,
     read_idx,
 )
+from gan_lab.config import CONF_DIR
 from gan_lab.data.images import FASHION_MNIST_SYSTEM_DIR
 from tests.helpers import write_fake_fashion, write_idx
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "data"
+DATA_CONF = CONF_DIR / "data"
 HAS_FASHION = (Path(FASHION_MNIST_SYSTEM_DIR) / "train-images-idx3-ubyte.gz").is_file()
 REGET = "apt-get install dataset-fashion-mnist"
 
@@ -409,7 +410,7 @@ def assert_declares_metrics(dm: GANDataModule) -> None:
 CLASSIFIERS = {"digits": "digits", "fashion_mnist": "fashion_mnist"}
 
 
-@pytest.mark.parametrize("path", sorted(CONF_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(DATA_CONF.glob("*.yaml")), ids=lambda p: p.stem)
 def test_config_instantiates(path: Path, tmp_path: Path) -> None:
     cfg = OmegaConf.merge({"seed": 3}, {"data": OmegaConf.load(path)})
     if OmegaConf.is_missing(cfg.data, "root"):
@@ -423,7 +424,7 @@ def test_config_instantiates(path: Path, tmp_path: Path) -> None:
 
 
 def test_config_set_is_complete() -> None:
-    names = {p.stem for p in CONF_DIR.glob("*.yaml")}
+    names = {p.stem for p in DATA_CONF.glob("*.yaml")}
     expected = {"gaussian_1d", "ring", "grid", "digits", "fashion_mnist", "mnist", "cifar10"}
     assert expected | {"image_folder"} <= names
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gan_lab.config import CONF_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "gan_lab"
 SOURCES = sorted(
@@ -105,6 +107,6 @@ def test_gan_module_takes_a_few_typed_objects() -> None:
 
 
 def test_run_scalars_have_one_home() -> None:
-    """conf/train.yaml holds the defaults list only; every run scalar's default is the schema's."""
-    root = yaml.safe_load((ROOT / "conf" / "train.yaml").read_text())
+    """gan_lab/conf/train.yaml holds the defaults list only; every run scalar's default is the schema's."""
+    root = yaml.safe_load((CONF_DIR / "train.yaml").read_text())
     assert set(root) == {"defaults"}, set(root)

@@ -1,6 +1,6 @@
 """Every experiment preset starts up with its own settings and runs through its own evaluation.
 
-The presets are globbed, so a new ``conf/experiment/*.yaml`` is covered without touching this
+The presets are globbed, so a new ``gan_lab/conf/experiment/*.yaml`` is covered without touching this
 file. A run is shortened only in its budget and eval cadence (``SHORT``); data, nets, loss,
 evaluator, logger and callbacks stay the preset's own. The fast tier runs end to end every toy
 preset and, per image data set, one preset whose evaluation is cheap on CPU (digits: ~10 s for
@@ -24,7 +24,8 @@ from gan_lab.data.base import GANDataModule
 from gan_lab.metrics.evaluation import Evaluator
 from gan_lab.train import train
 from gan_lab.validation import validate
-from tests.conftest import CONF_DIR, compose_config
+from gan_lab.config import CONF_DIR
+from tests.conftest import compose_config
 
 PRESETS = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
 # Shortened in budget and metric cadence only: an evaluation mid-run (2) and at the end (4).

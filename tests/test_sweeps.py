@@ -8,6 +8,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
+from gan_lab.config import CONF_DIR
 from gan_lab.report import write_report
 from tests.helpers import run_cli
 
@@ -62,7 +63,7 @@ def test_optuna_finds_best_parameters(tmp_path):
 
 
 def test_slurm_launcher_preset_composes():
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.signal_delay_s == 120

@@ -40,7 +40,7 @@ class Evaluator:
     # The split real samples come from; validation clamps num_real to its size
     # (gan_lab.validation.fit_eval_to_data).
     real_split: ClassVar[str] = "train"
-    # Settings come from the eval group's YAML (conf/eval/*.yaml), their one home.
+    # Settings come from the eval group's YAML (gan_lab/conf/eval/*.yaml), their one home.
     # A feature module, or a factory called with the datamodule (returns None: no FID).
     extractor: nn.Module | Callable[[GANDataModule], nn.Module | None] | None
     extractor_name: str
