@@ -132,7 +132,8 @@ class _StepTimer(L.Callback):
 
 
 def compose_config(overrides: list[str], output_dir: str, args: argparse.Namespace) -> DictConfig:
-    """gan_lab/conf/train.yaml as a normal run composes it, plus the bench's and the user's overrides."""
+    """gan_lab/conf/train.yaml as a normal run composes it, plus the bench's and the user's
+    overrides."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(
             "train",

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hydra.utils import instantiate
 
 from gan_lab.build import build_datamodule, build_module
 from gan_lab.config import CONF_DIR
-
 
 PART_GROUPS = [
     "loss",

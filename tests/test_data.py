@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 from PIL import Image
 
+from gan_lab.config import CONF_DIR
 from gan_lab.data import (
     METRIC_SUITES,
     Digits,
@@ -34,7 +35,6 @@ from gan_lab.data import (
     load_fashion_mnist,
     read_idx,
 )
-from gan_lab.config import CONF_DIR
 from gan_lab.data.images import FASHION_MNIST_SYSTEM_DIR
 from tests.helpers import write_fake_fashion, write_idx
 

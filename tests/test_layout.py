@@ -107,6 +107,7 @@ def test_gan_module_takes_a_few_typed_objects() -> None:
 
 
 def test_run_scalars_have_one_home() -> None:
-    """gan_lab/conf/train.yaml holds the defaults list only; every run scalar's default is the schema's."""
+    """gan_lab/conf/train.yaml holds the defaults list only; every run scalar's default is the
+    schema's."""
     root = yaml.safe_load((CONF_DIR / "train.yaml").read_text())
     assert set(root) == {"defaults"}, set(root)

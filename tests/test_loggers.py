@@ -7,8 +7,8 @@ import json
 from hydra import compose, initialize_config_dir
 from omegaconf import read_write
 
-from gan_lab.train import train
 from gan_lab.config import CONF_DIR
+from gan_lab.train import train
 
 TOY = ["experiment=ring_mlp", "data.batch_size=16", "train.iterations=6", "train.log_every=2"]
 

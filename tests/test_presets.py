@@ -1,7 +1,7 @@
 """Every experiment preset starts up with its own settings and runs through its own evaluation.
 
-The presets are globbed, so a new ``gan_lab/conf/experiment/*.yaml`` is covered without touching this
-file. A run is shortened only in its budget and eval cadence (``SHORT``); data, nets, loss,
+The presets are globbed, so a new ``gan_lab/conf/experiment/*.yaml`` is covered without touching
+this file. A run is shortened only in its budget and eval cadence (``SHORT``); data, nets, loss,
 evaluator, logger and callbacks stay the preset's own. The fast tier runs end to end every toy
 preset and, per image data set, one preset whose evaluation is cheap on CPU (digits: ~10 s for
 its two evaluations, most of it KID's 100 subsets); the others (the other digits preset, whose
@@ -20,11 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from gan_lab.build import build_datamodule
 from gan_lab.checkpoint_io import load_checkpoint_file
+from gan_lab.config import CONF_DIR
 from gan_lab.data.base import GANDataModule
 from gan_lab.metrics.evaluation import Evaluator
 from gan_lab.train import train
 from gan_lab.validation import validate
-from gan_lab.config import CONF_DIR
 from tests.conftest import compose_config
 
 PRESETS = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))

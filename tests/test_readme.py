@@ -110,8 +110,9 @@ def test_every_readme_command_has_a_check(runner: Runner) -> None:
 
 
 def test_removing_an_option_a_readme_command_uses_fails(tmp_path: Path, runner: Runner) -> None:
-    """A README line selecting ``loss=hinge`` fails in the harness once gan_lab/conf/loss/hinge.yaml is
-    gone (before any subprocess starts), and so does a renamed key."""
+    """A README line selecting ``loss=hinge`` fails in the harness once
+    gan_lab/conf/loss/hinge.yaml is gone (before any subprocess starts), and so does a renamed
+    key."""
     command = next(c for c in COMMANDS if not c.needs and "loss=hinge" in c.text.split())
     conf = tmp_path / "conf"
     shutil.copytree(CONF_DIR, conf)
