@@ -13,6 +13,7 @@ to a JSON beside the Markdown table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -138,12 +139,28 @@ def _run_job(
 ) -> tuple[str, int, dict[str, float], float]:
     """Worker entry: quiet logging, ``threads`` torch threads, then ``run_one``."""
     experiment, seed, overrides, threads = job
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
     torch.set_num_threads(threads)
-    metrics, seconds = run_one(experiment, seed, overrides)
+    with _quiet_lightning():
+        metrics, seconds = run_one(experiment, seed, overrides)
     return experiment, seed, metrics, seconds
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Warnings off and Lightning's loggers at ERROR for one run, restored after it: with
+    --jobs 1 the runs share the caller's process (a test's, say), whose logging must not
+    change."""
+    loggers = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> None:

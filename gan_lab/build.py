@@ -45,6 +45,7 @@ def build_parts(cfg: DictConfig, sample_shape: tuple[int, ...]) -> GANParts:
         optimizer_d=instantiate(cfg.optimizer.d),
         regularizer=instantiate(cfg.regularizer) if cfg.regularizer else None,
         instance_noise=instantiate(cfg.instance_noise) if cfg.instance_noise else None,
+        sample_shape=tuple(sample_shape),
     )
 
 
@@ -90,7 +91,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         cfg.trainer,
         logger=_instantiate_dict(cfg.logger) or False,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(trust=cfg.trust_checkpoint)],
         # The training stream is infinite; one "epoch" is the whole budget of iterations.
         # An int limit_train_batches also keeps Lightning from prefetching a batch ahead, so a
         # stream's state_dict is the state after the last batch trained on (gan_lab/data).

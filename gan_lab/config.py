@@ -51,6 +51,9 @@ class RunConfig:
     name: str = "gan"  # experiment presets set their own name
     # Resume: a .ckpt path, or `last` = <run dir>/checkpoints/last.ckpt (with hydra.run.dir).
     ckpt_path: Optional[str] = None  # noqa: UP045
+    # Checkpoints load with torch.load(weights_only=True): nothing in the file can run. true
+    # unpickles everything (foreign or very old checkpoints, from a source you trust).
+    trust_checkpoint: bool = False
     train: TrainSettings = field(default_factory=TrainSettings)
     data: Any = MISSING
     model: Any = MISSING

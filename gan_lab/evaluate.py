@@ -1,7 +1,10 @@
 """Recompute every metric of a checkpoint, and export its samples.
 
     python -m gan_lab.evaluate ckpt=PATH [device=auto|cpu|cuda[:N]] [save_samples=N]
-                               [save_images=N] [group=option ...] [key=value ...]
+                               [save_images=N] [trust_checkpoint=true]
+                               [group=option ...] [key=value ...]
+    gan-evaluate ckpt=PATH ...                     (the same, as an installed console script)
+    gan_lab.evaluate("PATH", overrides=[...])      (from Python: returns the metrics dict)
 
 Writes beside the checkpoint, named after it (so best.ckpt and last.ckpt of one run keep their
 own results): ``<stem>.metrics.json`` and ``<stem>.samples.png``; ``save_samples=N`` adds
@@ -17,6 +20,9 @@ training CLI would (``eval=inception``), ``key=value`` sets a key the run's conf
 numbers of a checkpoint are those its training logged at that iteration (same settings) and the
 same on every call. Arguments, the checkpoint and the overrides are checked before any data is
 loaded; a mistake ends with one line and exit status 2 (usage) or 1.
+
+The checkpoint is opened with ``torch.load(weights_only=True)``, so nothing in it can run;
+``trust_checkpoint=true`` unpickles everything (a foreign file from a source you trust).
 """
 
 from __future__ import annotations
@@ -26,25 +32,27 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gan_lab.build import build_datamodule, build_module
+from gan_lab.build import build_datamodule
 from gan_lab.callbacks.samples import image_grid, toy_plot
 from gan_lab.checkpoint_io import load_checkpoint_file
 from gan_lab.config import CONF_DIR
-from gan_lab.errors import BadFileError, UsageError, UserError, reported_as_one_line
+from gan_lab.data import to_pixels
+from gan_lab.errors import UsageError, reported_as_one_line
+from gan_lab.loading import resolve_device, restore_module, stored_config
 from gan_lab.validation import validate
 
 USAGE = (
     "usage: python -m gan_lab.evaluate ckpt=PATH [device=auto|cpu|cuda[:N]] [save_samples=N] "
-    "[save_images=N] [group=option ...] [key=value ...]"
+    "[save_images=N] [trust_checkpoint=true] [group=option ...] [key=value ...]"
 )
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,7 @@ def evaluate(
     save_samples: int = 0,
     save_images: int = 0,
     device: str = "auto",
+    trust_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """Rebuild the run from the checkpoint's stored config and compute its metrics.
 
@@ -62,15 +71,10 @@ def evaluate(
     naming no key of the run, or a config value that breaks a rule, before loading any data.
     """
     ckpt = Path(ckpt)
-    target = _device(device)
-    checkpoint = load_checkpoint_file(ckpt)
-    stored = checkpoint.get("gan_lab", {}).get("config")
-    if stored is None:
-        raise BadFileError(
-            f"checkpoint {ckpt} has no gan_lab config: pass a .ckpt written by gan_lab.train"
-        )
+    target = resolve_device(device)
+    checkpoint = load_checkpoint_file(ckpt, trust=trust_checkpoint)
     out = Outputs.beside(ckpt)
-    cfg = run_config(stored, overrides or [], plot_dir=out.theory)
+    cfg = run_config(stored_config(checkpoint, ckpt), overrides or [], plot_dir=out.theory)
     validate(cfg)  # before the data: a bad value fails in a second
     datamodule = build_datamodule(cfg)  # instantiated; its data loads on first use
     if save_images and datamodule.kind == "toy":
@@ -80,10 +84,7 @@ def evaluate(
         )
     validate(cfg, datamodule)  # may clamp eval.evaluator.num_real to the data, as training did
     evaluator = instantiate(cfg.eval.evaluator) if cfg.eval.evaluator is not None else None
-    module = build_module(cfg, datamodule.sample_shape)
-    module.load_state_dict(checkpoint["state_dict"])
-    module.on_load_checkpoint(checkpoint)
-    module.to(target).eval()
+    module = restore_module(cfg, checkpoint, datamodule.sample_shape).to(target).eval()
     iteration = module.iteration
     metrics: dict[str, Any] = {"checkpoint": str(ckpt), "iteration": iteration}
     if evaluator is not None:
@@ -134,26 +135,12 @@ def _write_pngs(module: Any, n: int, folder: Path, batch_size: int = 500) -> Non
     from torchvision.io import write_png
 
     folder.mkdir(parents=True, exist_ok=True)
-    samples = module.generate(n, batch_size=batch_size).cpu()
-    pixels = ((samples.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    pixels = to_pixels(module.generate(n, batch_size=batch_size).cpu())
     for index, image in enumerate(pixels):
         write_png(image, str(folder / f"{index:06d}.png"))
 
 
-def _device(name: str) -> torch.device:
-    """``auto``: the GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise UsageError(f"device={name}: not a device; use auto, cpu, cuda or cuda:N") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name}: this machine has no CUDA device; use device=cpu")
-    return device
-
-
-def run_config(stored: dict, overrides: list[str], plot_dir: Path) -> DictConfig:
+def run_config(stored: DictConfig | dict, overrides: list[str], plot_dir: Path) -> DictConfig:
     """The stored run config with ``group=option`` switches, then ``key=value`` overrides."""
     cfg = OmegaConf.create(stored)
     packages = {o: _package_of(o) for o in overrides}
@@ -220,6 +207,12 @@ def _int_option(name: str, text: str) -> int:
     return value
 
 
+def _bool_option(name: str, text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise UsageError(f"{name}={text}: must be true or false")
+    return text.lower() == "true"
+
+
 def parse_args(args: list[str]) -> dict[str, Any]:
     """Command-line arguments -> keyword arguments of ``evaluate``; exits 0 after ``--help``."""
     if any(a in ("-h", "--help") for a in args):
@@ -236,6 +229,8 @@ def parse_args(args: list[str]) -> dict[str, Any]:
             kwargs["device"] = text
         elif name in ("save_samples", "save_images"):
             kwargs[name] = _int_option(name, text)
+        elif name == "trust_checkpoint":
+            kwargs[name] = _bool_option(name, text)
         else:
             kwargs["overrides"].append(arg)
     if not kwargs.get("ckpt"):
@@ -250,6 +245,16 @@ def main(argv: list[str] | None = None) -> None:
         metrics = evaluate(**parse_args(list(sys.argv[1:] if argv is None else argv)))
     print(json.dumps(metrics, indent=2))
 
+
+class _EvaluateModule(ModuleType):
+    """This module, callable: ``gan_lab.evaluate(ckpt, ...)`` is ``evaluate`` (see
+    gan_lab.train's ``_TrainModule`` for why a callable module)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _EvaluateModule
 
 if __name__ == "__main__":
     main()

@@ -7,6 +7,7 @@ import inspect
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -38,6 +39,8 @@ class GANParts:
     optimizer_d: OptimizerFactory
     regularizer: Regularizer | None = None
     instance_noise: InstanceNoise | None = None
+    # The shape of one sample, (C, H, W) or (D,): the nets were sized for it.
+    sample_shape: tuple[int, ...] | None = None
 
 
 def _make_optimizer(
@@ -95,6 +98,8 @@ class GANModule(L.LightningModule):
         # The resolved run config travels in every checkpoint so evaluate.py can rebuild the run.
         self.config = config
         self.sample_seed = sample_seed
+        # Stored in checkpoints too, so gan_lab.load rebuilds the nets without the data.
+        self.sample_shape = parts.sample_shape
         # A fixed z makes successive sample grids comparable; a buffer so resume keeps it.
         self.register_buffer("fixed_z", self.sample_noise(settings.num_fixed_samples, "fixed_z"))
         self.iteration = 0
@@ -252,8 +257,12 @@ class GANModule(L.LightningModule):
     ) -> Tensor:
         """Generate ``n`` samples (or one per row of ``z``) in eval mode, in batches.
 
-        Without ``z`` the noise is ``sample_noise(n)``: the same z at every call, so metrics at
-        different iterations (and of evaluate.py) score the generator, not the draw.
+        Samples are in data space, shape ``(n, *sample_shape)``: what the data module yields,
+        i.e. images channels-first in [-1, 1] (``gan_lab.data.to_pixels`` makes them uint8) and
+        toy points in the data's own coordinates. Without ``z`` the noise is
+        ``sample_noise(n)``: the same z at every call, so metrics at different iterations (and
+        of evaluate.py) score the generator, not the draw; pass ``z=module.prior.sample(n)``
+        for a fresh draw.
         """
         generator = self.sampling_generator
         was_training = generator.training
@@ -269,17 +278,51 @@ class GANModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoint state
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Plain containers and tensors only: checkpoints load with weights_only=True.
         checkpoint["gan_lab"] = {
             "iteration": self.iteration,
             "config": self.config,
+            "sample_shape": list(self.sample_shape) if self.sample_shape is not None else None,
             "skipped": self.nan_guard.skipped,
             # Noise z comes from torch's global RNG, which Lightning does not checkpoint.
             "rng": capture_rng_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.restore_progress(checkpoint)
+        state = checkpoint.get("gan_lab", {})
+        if "rng" in state:
+            restore_rng_state(state["rng"])
+
+    def restore_progress(self, checkpoint: dict[str, Any]) -> None:
+        """The iteration count and skip count of ``checkpoint``; the global RNG is left alone
+        (that is for resuming a fit, not for loading a model to sample from)."""
         state = checkpoint.get("gan_lab", {})
         self.iteration = state.get("iteration", 0)
         self.nan_guard.skipped = state.get("skipped", 0)
-        if "rng" in state:
-            restore_rng_state(state["rng"])
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path,
+        map_location: str | torch.device | None = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> GANModule:
+        """Lightning's spelling of ``gan_lab.load``: the module is rebuilt from the run config
+        its checkpoint carries, so no constructor arguments are needed (or accepted).
+
+        ``map_location`` is the device; ``weights_only=False`` is ``trust_checkpoint=True``.
+        """
+        if hparams_file is not None or kwargs or strict is False:
+            raise TypeError(
+                "GANModule.load_from_checkpoint rebuilds the module from its checkpoint's "
+                "config: hparams_file, strict=False and constructor arguments are not supported"
+            )
+        from gan_lab.loading import load  # loading builds GANModules: imported at call time
+
+        return load(
+            checkpoint_path, device=map_location or "cpu", trust_checkpoint=weights_only is False
+        )

@@ -1,19 +1,28 @@
 """CLI entry point and run orchestration: compose the config, build (gan_lab.build), validate,
-fit, report where the results went."""
+fit, report where the results went.
+
+    python -m gan_lab.train [group=option ...] [key=value ...]     (or gan-train ...)
+    gan_lab.train(["experiment=ring_mlp", "train.iterations=500"])  (Python: the final metrics)
+
+Called, this module is the Python API: ``gan_lab.train(overrides, output_dir=None)`` is ``run``.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-import gan_lab.config  # noqa: F401 - registers the run schema with Hydra's ConfigStore
 from gan_lab import build
+from gan_lab.config import CONF_DIR  # importing it registers the run schema
 from gan_lab.console import run_log
 from gan_lab.data.base import GANDataModule
 from gan_lab.errors import reported_as_one_line
@@ -100,6 +109,23 @@ def _report(cfg: DictConfig, metrics: dict[str, float]) -> None:
     )
 
 
+def run(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, float]:
+    """Train from Python as ``gan-train OVERRIDES`` would; return the final logged metrics.
+
+    The run writes into ``output_dir``, by default a fresh ``outputs/<date>/<time>`` under the
+    current directory (the CLI's ``hydra.run.dir``). A user error raises a ``UserError``
+    (gan_lab.errors) naming the key and the fix. Multirun sweeps are the CLI's (``-m``).
+    """
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    if output_dir is None:
+        output_dir = cfg.hydra.run.dir  # resolves ${now:...} as Hydra would
+    with open_dict(cfg):
+        del cfg.hydra  # ${hydra:...} resolves only inside a Hydra app
+        cfg.paths.output_dir = str(Path(output_dir).resolve())
+    return train(cfg)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """CLI entry; returns ``optimized_metric``'s final value so Hydra sweepers can optimise it.
@@ -111,6 +137,22 @@ def main(cfg: DictConfig) -> float | None:
         metrics = train(cfg)
     return metrics.get(cfg.optimized_metric) if cfg.optimized_metric else None
 
+
+class _TrainModule(ModuleType):
+    """This module, callable: ``gan_lab.train([...])`` runs training (``run``).
+
+    The module and the function share one name, so the module itself is made callable (module
+    ``__class__`` assignment, Python >= 3.5): importing ``gan_lab.train`` anywhere cannot then
+    shadow the API function, nor the function shadow the module.
+    """
+
+    def __call__(
+        self, overrides: Sequence[str] = (), output_dir: str | Path | None = None
+    ) -> dict[str, float]:
+        return run(overrides, output_dir)
+
+
+sys.modules[__name__].__class__ = _TrainModule
 
 if __name__ == "__main__":
     main()

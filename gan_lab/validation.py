@@ -2,8 +2,9 @@
 
 Hydra already rejects unknown group options (listing the valid ones) and unknown or mistyped
 keys of the ``RunConfig`` schema. ``validate`` adds the rules a schema cannot express, each
-failing with one line ``<key>=<value>: <rule>``, and fits the evaluation settings to the data
-(``fit_eval_to_data``), the one change it makes to the config.
+failing with one line ``<key>=<value>: <rule>``, and fits the evaluation sample counts to
+``eval.max_samples`` and to the data (``limit_eval_samples``, ``fit_eval_to_data``), the only
+changes it makes to the config.
 """
 
 from __future__ import annotations
@@ -126,6 +127,101 @@ def _check_train(cfg: DictConfig) -> None:
         raise ConfigError("train.ema_decay", decay, "must be in (0, 1) or null")
 
 
+# Trainer flags a run config may not set: flag -> (why, what to set instead; ``{steps}`` is the
+# run's k_d_steps + 1). Lightning counts optimizer steps (``trainer.global_step``, k_d_steps + 1
+# per iteration), batches and epochs where gan_lab counts iterations, and
+# gan_lab.build.build_trainer passes some flags itself, which win over a config value without a
+# word: such a run ignored the flag or stopped short of its final evaluation and was marked done
+# (tests/test_trainer_flags.py).
+_BUDGET = "set train.iterations (the budget, counted in iterations)"
+_CADENCE = "set eval.every_n_iterations (the metric cadence, counted in iterations)"
+_SAMPLES = "set eval.evaluator.num_real and num_fake (samples per evaluation)"
+_NO_LOOP = (
+    "gan_lab runs no Lightning validation, test or predict loop (metrics come from its "
+    "Evaluation callback), so this flag does nothing"
+)
+REFUSED_TRAINER_FLAGS: dict[str, tuple[str, str]] = {
+    "max_steps": (
+        "Lightning counts optimizer steps, k_d_steps + 1 = {steps} per iteration, so the run "
+        "stops part-way through its budget without its final evaluation",
+        _BUDGET,
+    ),
+    "min_steps": (
+        "Lightning counts optimizer steps, k_d_steps + 1 = {steps} per iteration",
+        _BUDGET,
+    ),
+    "max_epochs": (
+        "gan_lab sets max_epochs=1 itself: one Lightning epoch is the whole budget (the "
+        "training stream is endless)",
+        _BUDGET,
+    ),
+    "min_epochs": (
+        "one Lightning epoch is the whole budget (the training stream is endless)",
+        _BUDGET,
+    ),
+    "limit_train_batches": (
+        "gan_lab sets it to train.iterations itself (one batch is one iteration), so this value "
+        "would be ignored",
+        _BUDGET,
+    ),
+    "overfit_batches": ("it replaces the number of training batches, i.e. the budget", _BUDGET),
+    "fast_dev_run": (
+        "it counts Lightning steps and replaces the loggers with a dummy",
+        "use debug=fdr (one iteration through every callback, real metrics on a few samples)",
+    ),
+    "max_time": (
+        "a time limit stops the run between two iterations but skips the final evaluation and "
+        "marks the run done, so ckpt_path=last would not resume it",
+        _BUDGET,
+    ),
+    "accumulate_grad_batches": (
+        "gan_lab optimizes by hand: each iteration is k_d_steps D updates and one G update",
+        "set data.batch_size or train.k_d_steps",
+    ),
+    "val_check_interval": (_NO_LOOP, _CADENCE),
+    "check_val_every_n_epoch": (_NO_LOOP, _CADENCE),
+    "limit_val_batches": (_NO_LOOP, _SAMPLES),
+    "limit_test_batches": (_NO_LOOP, _SAMPLES),
+    "limit_predict_batches": (_NO_LOOP, "generate samples with python -m gan_lab.evaluate"),
+    "num_sanity_val_steps": (
+        _NO_LOOP + " (gan_lab sets it to 0 itself)",
+        "use debug=fdr for a quick check of the whole run",
+    ),
+    "log_every_n_steps": (
+        "gan_lab sets it to train.log_every itself, so this value would be ignored",
+        "set train.log_every (counted in iterations)",
+    ),
+    "enable_checkpointing": (
+        "gan_lab sets it itself, on when the callbacks group has a checkpoint callback (which "
+        "counts iterations; Lightning's own counts optimizer steps)",
+        "set train.checkpoint_every, or callbacks.checkpoint=null for no checkpoints",
+    ),
+    "logger": (
+        "gan_lab passes the logger group's loggers itself, so this value would be ignored",
+        "choose logger=csv|tensorboard|wandb|many|none",
+    ),
+    "callbacks": (
+        "gan_lab passes the callbacks group's callbacks itself, so this value would be ignored",
+        "add one with +callbacks.<name>._target_=module.Class",
+    ),
+    "plugins": (
+        "gan_lab passes its own plugins (atomic checkpoint writes) itself, so this value would "
+        "be ignored",
+        "set trainer.precision for mixed precision",
+    ),
+}
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    # Absent or null passes: `trainer.max_steps=null` lets gan_lab.evaluate read a checkpoint
+    # whose stored config still has a flag (evaluate builds no Trainer).
+    steps = (OmegaConf.select(cfg, "train.k_d_steps") or 1) + 1
+    for flag, (why, instead) in REFUSED_TRAINER_FLAGS.items():
+        value = OmegaConf.select(cfg, f"trainer.{flag}")
+        if value is not None:
+            raise ConfigError(f"trainer.{flag}", value, f"{why.format(steps=steps)}; {instead}")
+
+
 def _check_optimizers(cfg: DictConfig) -> None:
     for net in ("g", "d"):
         lr = cfg.optimizer[net].get("lr")
@@ -218,6 +314,7 @@ def _check_model(cfg: DictConfig, datamodule: GANDataModule | None) -> None:
 
 def _check_eval(cfg: DictConfig, datamodule: GANDataModule | None) -> None:
     _at_least(cfg, "eval.every_n_iterations", 0)
+    _at_least(cfg, "eval.max_samples", 1)
     evaluator = OmegaConf.select(cfg, "eval.evaluator")
     if evaluator is None:
         return
@@ -285,6 +382,35 @@ def _check_extractor(cfg: DictConfig, datamodule: GANDataModule) -> None:
     )
 
 
+def limit_eval_samples(cfg: DictConfig, datamodule: GANDataModule) -> None:
+    """Cap ``eval.evaluator.num_real`` and ``num_fake`` at ``eval.max_samples`` where both are
+    set, with one logged note where they count: the "features" suite (image data; the toy
+    suites draw a fixed number of samples).
+
+    The debug presets (gan_lab/conf/debug/) set ``eval.max_samples`` beside whichever eval group
+    is chosen: a value under ``eval.evaluator`` would turn ``evaluator: null`` (eval=none) into
+    an evaluator without a ``_target_``. Absent or null: the evaluator's own counts."""
+    limit = OmegaConf.select(cfg, "eval.max_samples")
+    evaluator = OmegaConf.select(cfg, "eval.evaluator")
+    if limit is None or evaluator is None:
+        return
+    capped = {
+        key: evaluator[key]
+        for key in ("num_real", "num_fake")
+        if evaluator.get(key) is not None and evaluator[key] > limit
+    }
+    for key in capped:
+        evaluator[key] = limit
+    if not capped or datamodule.metrics != "features":
+        return
+    log.info(
+        "eval.max_samples=%d: %s (FID reads higher on fewer samples: compare runs at equal "
+        "counts; eval.max_samples=null lifts the cap)",
+        limit,
+        ", ".join(f"eval.evaluator.{key}={value} -> {limit}" for key, value in capped.items()),
+    )
+
+
 def fit_eval_to_data(cfg: DictConfig, datamodule: GANDataModule) -> None:
     """Clamp ``eval.evaluator.num_real`` to the size of the split the evaluator draws real
     samples from (its declared ``real_split``), with one logged note, so that a small set
@@ -316,10 +442,12 @@ def validate(cfg: DictConfig, datamodule: GANDataModule | None = None) -> None:
     With ``datamodule`` (built but not yet fitted) the checks that need the data run too:
     batch size against the training set size, the nets' declared input shapes, the eval
     group's metric suite and feature extractor against what the data declares. Then
+    ``limit_eval_samples`` caps the evaluator's sample counts at ``eval.max_samples`` and
     ``fit_eval_to_data`` clamps ``eval.evaluator.num_real`` to the evaluator's real split: the
-    one change ``validate`` makes to ``cfg``, made before the module stores its config.
+    only changes ``validate`` makes to ``cfg``, made before the module stores its config.
     """
     _check_train(cfg)
+    _check_trainer(cfg)
     _check_optimizers(cfg)
     _check_prior_and_loss(cfg)
     _check_model(cfg, datamodule)
@@ -328,4 +456,5 @@ def validate(cfg: DictConfig, datamodule: GANDataModule | None = None) -> None:
     _check_eval(cfg, datamodule)
     _check_batch(cfg, datamodule)
     if datamodule is not None:
+        limit_eval_samples(cfg, datamodule)
         fit_eval_to_data(cfg, datamodule)

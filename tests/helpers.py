@@ -74,10 +74,11 @@ class DumpRank(Callback):
         )
 
 
-def run_cli(*args: str, timeout: float = 100) -> Any:
-    """``python -m gan_lab.train ARGS`` in its own process group from the repo root; fails the
-    test with the end of stderr unless it exits 0, and with the processes' stacks if it outlives
-    ``timeout`` (below the per-test timeout, so this diagnosis comes first)."""
+def run_cli(*args: str, timeout: float = 100, cwd: Path | None = None) -> Any:
+    """``python -m gan_lab.train ARGS`` in its own process group from ``cwd`` (default: the repo
+    root); fails the test with the end of stderr unless it exits 0, and with the processes'
+    stacks if it outlives ``timeout`` (below the per-test timeout, so this diagnosis comes
+    first)."""
     import sys
 
     from tests import processes
@@ -86,6 +87,6 @@ def run_cli(*args: str, timeout: float = 100) -> Any:
     return processes.run(
         [sys.executable, "-m", "gan_lab.train", *args],
         timeout=timeout,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=cwd or Path(__file__).resolve().parents[1],
         env=env,
     )

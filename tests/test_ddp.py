@@ -7,6 +7,7 @@ import csv
 import pytest
 import torch
 
+import gan_lab
 from tests.helpers import run_cli
 
 
@@ -47,3 +48,6 @@ def test_ddp_cpu_two_ranks_stay_in_sync(tmp_path):
         "iter_0000010.png",
     ]
     assert not list(tmp_path.glob("outputs")) and (run_dir / "done").is_file()
+    # DDP's checkpoints open safely (weights_only=True) like any other.
+    for path in (run_dir / "checkpoints").glob("*.ckpt"):
+        assert gan_lab.load(path).iteration == 10, path

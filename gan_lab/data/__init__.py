@@ -10,7 +10,13 @@ from gan_lab.data.images import (
     load_digits,
     load_fashion_mnist,
 )
-from gan_lab.data.streams import LoaderStream, SamplerStream, TensorBatchStream
+from gan_lab.data.streams import (
+    LoaderStream,
+    SamplerStream,
+    TensorBatchStream,
+    to_pixels,
+    to_unit_range,
+)
 from gan_lab.data.toy import Gaussian1D, Grid, Ring
 
 __all__ = [
@@ -31,4 +37,6 @@ __all__ = [
     "load_digits",
     "load_fashion_mnist",
     "read_idx",
+    "to_pixels",
+    "to_unit_range",
 ]

@@ -31,6 +31,11 @@ def to_unit_range(x: Tensor) -> Tensor:
     return x.float()
 
 
+def to_pixels(x: Tensor) -> Tensor:
+    """The inverse of ``to_unit_range`` for generated images: [-1, 1] -> uint8 (clamped)."""
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 class _Stream:
     """What every stream shares: each yield is ``batches_per_step`` minibatches of ``batch_size``
     samples, ``(k, B, *sample_shape)``."""
