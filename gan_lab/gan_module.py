@@ -302,27 +302,15 @@ class GANModule(L.LightningModule):
         self.nan_guard.skipped = state.get("skipped", 0)
 
     @classmethod
-    def load_from_checkpoint(  # type: ignore[override]
-        cls,
-        checkpoint_path: str | Path,
-        map_location: str | torch.device | None = None,
-        hparams_file: str | Path | None = None,
-        strict: bool | None = None,
-        weights_only: bool | None = None,
-        **kwargs: Any,
-    ) -> GANModule:
-        """Lightning's spelling of ``gan_lab.load``: the module is rebuilt from the run config
-        its checkpoint carries, so no constructor arguments are needed (or accepted).
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> Any:
+        """Not supported: use ``gan_lab.load(path, device=...)``.
 
-        ``map_location`` is the device; ``weights_only=False`` is ``trust_checkpoint=True``.
+        Lightning's version calls ``__init__`` with saved hyperparameters, but a GANModule is
+        made of objects built from the run config (gan_lab.build), which sits above this module;
+        ``gan_lab.load`` rebuilds them from the config the checkpoint carries.
         """
-        if hparams_file is not None or kwargs or strict is False:
-            raise TypeError(
-                "GANModule.load_from_checkpoint rebuilds the module from its checkpoint's "
-                "config: hparams_file, strict=False and constructor arguments are not supported"
-            )
-        from gan_lab.loading import load  # loading builds GANModules: imported at call time
-
-        return load(
-            checkpoint_path, device=map_location or "cpu", trust_checkpoint=weights_only is False
+        raise TypeError(
+            f"GANModule.load_from_checkpoint({str(checkpoint_path)!r}) is not supported: use "
+            f"gan_lab.load({str(checkpoint_path)!r}, device='cpu'), which rebuilds the module "
+            "from the run config stored in the checkpoint"
         )

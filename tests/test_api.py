@@ -60,11 +60,10 @@ def test_load_gives_the_trained_generator_in_eval_mode(ring_run):
     assert not module.training and module.iteration == 4
     torch.testing.assert_close(module.generate(8), trained)
     assert module.generate(z=module.prior.sample(5)).shape == (5, 2)
-    # Lightning's spelling gives the same module.
-    lightning = GANModule.load_from_checkpoint(ckpt, map_location="cpu")
-    torch.testing.assert_close(lightning.generate(8), trained)
-    with pytest.raises(TypeError, match="constructor arguments"):
-        GANModule.load_from_checkpoint(ckpt, sample_seed=3)
+    # Lightning's spelling cannot build the nets (their config sits above GANModule): it
+    # points to gan_lab.load instead of failing on a missing constructor argument.
+    with pytest.raises(TypeError, match=r"use gan_lab.load\("):
+        GANModule.load_from_checkpoint(ckpt, map_location="cpu")
 
 
 def test_load_without_the_data_on_disk(tmp_path):
