@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from gan_lab.data.streams import to_pixels
 from gan_lab.errors import MissingFileError
 
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -62,5 +63,4 @@ class InceptionFeatures(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        uint8 = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return self.inception(uint8).reshape(x.shape[0], -1)
+        return self.inception(to_pixels(x)).reshape(x.shape[0], -1)
