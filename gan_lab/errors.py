@@ -33,6 +33,11 @@ class BadFileError(UserError, ValueError):
     """A file is there but unreadable: truncated, corrupt, or of another kind."""
 
 
+class DiskFullError(UserError, OSError):
+    """The disk (or the user's quota) filled while a file was written; the file at the path is
+    unchanged. ``errno`` is ENOSPC or EDQUOT, so ``except OSError`` code can still tell."""
+
+
 def find_user_error(error: BaseException | None) -> UserError | None:
     """``error`` if it is a UserError, else the first one in its chain of explicit causes
     (``raise ... from``): Hydra's ``instantiate`` wraps what a constructor raises that way.

@@ -23,6 +23,7 @@ from gan_lab.nan_guard import NonFiniteGuard
 from gan_lab.priors import Prior
 from gan_lab.regularizers import Regularizer
 from gan_lab.rng_state import capture_rng_state, restore_rng_state, seeded_generator
+from gan_lab.stopping import Diverged, StoppedEarly
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -108,8 +109,8 @@ class GANModule(L.LightningModule):
         self.nan_guard = NonFiniteGuard(
             settings.on_nan, settings.nan_check_every, settings.max_skips
         )
-        # Why training ended early: None, "non-finite", "max-skips" or "interrupted".
-        self.stop_reason: str | None = None
+        # Set when training is to end before its budget; raised before the next iteration.
+        self.stopped: StoppedEarly | None = None
 
     def configure_model(self) -> None:
         # nn.Module.compile works in place, so state_dict keys (and checkpoints) stay the same.
@@ -222,17 +223,34 @@ class GANModule(L.LightningModule):
     def check_finite(self) -> bool:
         """Run the non-finite guard now (one host sync); False: the weights are not to be saved.
 
-        On failure the trainer stops cleanly after this iteration; checkpoint callbacks call this
-        before writing so a diverged model never replaces the last good checkpoint.
+        On failure training stops after this iteration (``request_stop``); checkpoint callbacks
+        call this before writing so a diverged model never replaces the last good checkpoint.
         """
-        if self.stop_reason is None and not self.nan_guard.check():
-            self.stop_reason = "non-finite" if self.nan_guard.on_nan == "stop" else "max-skips"
-            print(f"\n[gan_lab] {self.nan_guard.stop_message}", file=sys.stderr)
-            try:
-                self.trainer.should_stop = True
-            except RuntimeError:  # not attached to a Trainer (a check called by hand)
-                pass
+        if not self.nan_guard.check() and not isinstance(self.stopped, Diverged):
+            reason = "non-finite" if self.nan_guard.on_nan == "stop" else "max-skips"
+            message = self.nan_guard.stop_message or reason
+            print(f"\n[gan_lab] {message}", file=sys.stderr)
+            self.stopped = Diverged(message, self.iteration, reason)
         return self.stop_reason != "non-finite"
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why training ends early: None, "non-finite", "max-skips", "SIGINT" or "SIGTERM"."""
+        return self.stopped.reason if self.stopped is not None else None
+
+    def request_stop(self, error: StoppedEarly) -> None:
+        """End training before the next iteration with ``error`` (the first request wins).
+
+        The running iteration finishes (its logging, samples, checkpoint); raising at the next
+        ``on_train_batch_start`` rather than setting ``trainer.should_stop`` keeps Lightning from
+        re-sending stale logged values and from running the end-of-training hooks.
+        """
+        if self.stopped is None:
+            self.stopped = error
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.stopped is not None:
+            raise self.stopped
 
     def on_train_end(self) -> None:
         # The final check, for losses that went non-finite since the last periodic one.

@@ -3,7 +3,8 @@
 Policy ``stop`` keeps, on the loss's device, the first iteration at which each loss went
 non-finite and reads it back (one host sync) only every ``check_every`` iterations and before
 any checkpoint write. Policy ``skip`` must decide before each ``optimizer.step()`` and so syncs
-every update; it drops non-finite updates and stops after ``max_skips`` of them.
+every update; it drops non-finite updates and stops at the end of the iteration in which the
+``max_skips``-th was dropped, applying no further update in it.
 """
 
 from __future__ import annotations
@@ -37,10 +38,13 @@ class NonFiniteGuard:
     def allow_step(self, name: str, loss: Tensor, iteration: int) -> bool:
         """Record ``loss`` (iteration counted from 1); False means: skip this optimizer step."""
         if self.on_nan == "skip":
+            if self.stop_message is not None:  # max_skips reached earlier in this iteration
+                return False
             if bool(torch.isfinite(loss).all()):  # the per-update sync this policy needs
                 return True
             self.skipped += 1
             log.warning("non-finite %s at iteration %d: update skipped", name, iteration)
+            self._check_skips()
             return False
         if self._first_bad is None:
             self._first_bad = torch.full((len(LOSSES),), _NEVER, device=loss.device)
@@ -50,19 +54,23 @@ class NonFiniteGuard:
         return True
 
     def due(self, iteration: int) -> bool:
-        """Whether the periodic check falls on this iteration."""
-        return iteration % self.check_every == 0
+        """Whether to check at the end of this iteration: on the cadence, or at once when the
+        skip policy reached ``max_skips`` (so a run never skips more than ``max_skips``)."""
+        return iteration % self.check_every == 0 or self.stop_message is not None
+
+    def _check_skips(self) -> None:
+        if self.stop_message is None and self.skipped >= self.max_skips:
+            self.stop_message = (
+                f"stopping: {self.skipped} non-finite updates skipped "
+                f"(train.max_skips={self.max_skips})"
+            )
 
     def check(self) -> bool:
         """True while training may go on; on failure ``stop_message`` says why (one host sync)."""
         if self.stop_message is not None:
             return False
         if self.on_nan == "skip":
-            if self.skipped >= self.max_skips:
-                self.stop_message = (
-                    f"stopping: {self.skipped} non-finite updates skipped "
-                    f"(train.max_skips={self.max_skips})"
-                )
+            self._check_skips()  # also covers a count restored from a checkpoint
             return self.stop_message is None
         if self._first_bad is None:
             return True

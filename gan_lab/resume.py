@@ -1,4 +1,4 @@
-"""Run-level resume bookkeeping: the ``done`` marker and clean exits on SIGTERM.
+"""Run-level resume bookkeeping: the ``done`` marker.
 
 A run that finishes its budget writes ``<run dir>/done`` (its final metrics as JSON). Re-running
 the same command with ``ckpt_path=last`` then returns those metrics without training, which is
@@ -7,22 +7,15 @@ how an interrupted multirun is re-launched: finished jobs are skipped, the other
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
 DONE_FILE = "done"
-# Conventional exit status of a process stopped by SIGTERM (128 + 15): schedulers and Hydra's
-# launchers see a failed job, so an interrupted sweep stops instead of starting the next job.
-SIGTERM_EXIT = 128 + signal.SIGTERM
 
 
 def done_path(cfg: DictConfig) -> Path:
@@ -44,14 +37,3 @@ def mark_done(cfg: DictConfig, metrics: dict[str, float]) -> None:
     path = done_path(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
-
-
-@contextlib.contextmanager
-def exit_on_sigterm() -> Iterator[None]:
-    """Turn Lightning's ``SIGTERMException`` (raised at an iteration boundary after the
-    Interruption callback saved ``last.ckpt``) into ``SystemExit(143)`` without a traceback."""
-    try:
-        yield
-    except SIGTERMException:
-        log.warning("stopped by SIGTERM; resume with ckpt_path=last")
-        raise SystemExit(SIGTERM_EXIT) from None

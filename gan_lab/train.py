@@ -10,6 +10,7 @@ Called, this module is the Python API: ``gan_lab.train(overrides, output_dir=Non
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,9 +26,10 @@ from gan_lab import build
 from gan_lab.config import CONF_DIR  # importing it registers the run schema
 from gan_lab.console import run_log
 from gan_lab.data.base import GANDataModule
-from gan_lab.errors import reported_as_one_line
+from gan_lab.errors import one_line, reported_as_one_line
 from gan_lab.gan_module import GANModule
-from gan_lab.resume import exit_on_sigterm, finished_metrics, mark_done
+from gan_lab.resume import finished_metrics, mark_done
+from gan_lab.stopping import Diverged, StoppedEarly, exit_status, stop_signals
 from gan_lab.validation import validate
 
 # Named, not __name__: under ``python -m gan_lab.train`` this module is __main__.
@@ -36,7 +38,7 @@ log = logging.getLogger("gan_lab.train")
 
 @dataclass
 class Run:
-    """What a finished fit leaves behind."""
+    """What a fit leaves behind; ``module.stopped`` says whether it ended before its budget."""
 
     trainer: L.Trainer
     module: GANModule
@@ -69,8 +71,11 @@ def fit(cfg: DictConfig) -> Run:
                 f", resuming from {ckpt_path}" if ckpt_path else "",
                 cfg.paths.output_dir,
             )
-        with exit_on_sigterm():
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        try:
+            with stop_signals(lambda: module.iteration):
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        except StoppedEarly as error:
+            module.request_stop(error)  # kept if the module had asked for a stop first
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
     _finish_wandb()
     return Run(trainer, module, datamodule, metrics)
@@ -83,14 +88,23 @@ def _finish_wandb() -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, print where the results went, return the final logged metrics."""
+    """Fit, print where the results went, return the final logged metrics.
+
+    A run that stops before its budget raises ``gan_lab.stopping.StoppedEarly`` (``Diverged``
+    or ``Interrupted``) after saving what it could; no ``done`` marker is written for it.
+    """
     if (metrics := finished_metrics(cfg)) is not None:
         return metrics
     run = fit(cfg)
-    if run.trainer.is_global_zero:
+    stopped = run.module.stopped
+    # A signal during the last iteration still leaves a finished run (and exits 130/143, so a
+    # sweep stops); a diverged run is never done.
+    finished = run.module.iteration >= cfg.train.iterations and not isinstance(stopped, Diverged)
+    if run.trainer.is_global_zero and finished:
         _report(cfg, run.metrics)
-        if run.module.stop_reason is None:
-            mark_done(cfg, run.metrics)
+        mark_done(cfg, run.metrics)
+    if stopped is not None:
+        raise stopped
     return run.metrics
 
 
@@ -134,7 +148,14 @@ def main(cfg: DictConfig) -> float | None:
     ``HYDRA_FULL_ERROR=1`` shows its traceback.
     """
     with reported_as_one_line("gan_lab.train"):
-        metrics = train(cfg)
+        try:
+            metrics = train(cfg)
+        except StoppedEarly as stop:
+            print(f"gan_lab.train: stopped: {one_line(stop)}", file=sys.stderr, flush=True)
+            if (status := exit_status(stop)) is None:
+                # The sweeper gets NaN for the diverged job (Optuna records a failed trial).
+                return math.nan if cfg.optimized_metric else None
+            raise SystemExit(status) from None
     return metrics.get(cfg.optimized_metric) if cfg.optimized_metric else None
 
 

@@ -32,17 +32,93 @@ def write_fake_fashion(root: Path, n: int = 12) -> None:
         write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
 
 
+def write_image_folder(root: Path, n: int) -> Path:
+    """``n`` random 8x8 grayscale PNGs in the ImageFolder layout ``root/<class>/<i>.png``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "blobs").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        image = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+        Image.fromarray(image).save(root / "blobs" / f"{i}.png")
+    return root
+
+
+def image_folder_overrides(root: Path, num_workers: int, *train: str) -> list[str]:
+    """A tiny streamed (``in_memory=false``) image-folder run over ``write_image_folder``'s
+    images: k=2 minibatches of 4, 4-channel DCGAN, no evaluation; ``train`` adds the budget."""
+    return [
+        "data=image_folder",
+        f"data.root={root}",
+        "data.in_memory=false",
+        f"data.num_workers={num_workers}",
+        "data.resolution=8",
+        "data.channels=1",
+        "data.batch_size=4",
+        "train.k_d_steps=2",
+        "model.g.base_channels=4",
+        "model.d.base_channels=4",
+        "eval=none",
+        "logger=csv",
+        "callbacks=default",
+        "train.sample_every=1000",
+        *train,
+    ]
+
+
 class Throttle(Callback):
     """Writes the finished iteration to ``progress_file`` and sleeps ``seconds`` per iteration,
-    so a test can signal a subprocess while it is part-way through its budget."""
+    so a test can signal a subprocess while it is part-way through its budget.
 
-    def __init__(self, progress_file: str, seconds: float = 0.0) -> None:
+    The sleep is at the end of an iteration (after the callbacks listed before this one) or,
+    with ``at_start``, at the start of the next, before its update: where a signal sent during
+    the sleep lands decides which path of a clean stop it takes.
+    """
+
+    def __init__(self, progress_file: str, seconds: float = 0.0, at_start: bool = False) -> None:
         self.progress_file = Path(progress_file)
         self.seconds = seconds
+        self.at_start = at_start
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        if self.at_start:
+            time.sleep(self.seconds)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
         self.progress_file.write_text(str(pl_module.iteration))
-        time.sleep(self.seconds)
+        if not self.at_start:
+            time.sleep(self.seconds)
+
+
+class NaNBatches(Callback):
+    """Fills the real batches of iterations ``first``..``last`` (1-based, ``last=None``: every
+    later one) with NaN: D's loss is non-finite there, as with corrupt data."""
+
+    def __init__(self, first: int, last: int | None = None) -> None:
+        self.first = first
+        self.last = last
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, *args: Any):
+        iteration = pl_module.iteration + 1
+        if iteration >= self.first and (self.last is None or iteration <= self.last):
+            batch.fill_(float("nan"))
+
+
+class SignalAt(Callback):
+    """Sends ``signal_name`` ``times`` times to this very process at the end of ``iteration``
+    (after the callbacks listed before it): a signal at a known point, without a subprocess."""
+
+    def __init__(self, iteration: int, signal_name: str = "SIGINT", times: int = 1) -> None:
+        self.iteration = iteration
+        self.signal_name = signal_name
+        self.times = times
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        import signal
+
+        if pl_module.iteration == self.iteration:
+            for _ in range(self.times):
+                os.kill(os.getpid(), getattr(signal, self.signal_name))
 
 
 class DumpRank(Callback):

@@ -17,7 +17,7 @@ from gan_lab import train as train_module
 from gan_lab.checkpoint_io import load_checkpoint_file
 from gan_lab.gan_module import GANModule
 from gan_lab.loggers import wandb_logger
-from gan_lab.resume import SIGTERM_EXIT
+from gan_lab.stopping import EXIT_SIGTERM
 from gan_lab.train import fit, train
 from tests import processes
 
@@ -85,7 +85,7 @@ def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path):
         assert time.monotonic() < deadline, "run did not reach iteration 10"
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
-    err = finish(process, SIGTERM_EXIT)
+    err = finish(process, EXIT_SIGTERM)
     finish(reference, 0)
 
     stopped_at = load_checkpoint_file(interrupted / "checkpoints" / "last.ckpt")["gan_lab"]
@@ -103,13 +103,12 @@ def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path):
     )
 
 
-def test_crash_then_resume_appends_to_same_csv(make_config, monkeypatch, tmp_path):
-    """A crash after the iteration-3 checkpoint; the resumed run re-runs iteration 4 and drops
-    the row the crashed run had logged for it, so metrics.csv equals an uninterrupted run's."""
-    common = [*TOY, "callbacks=default", "train.iterations=6", "train.checkpoint_every=3"]
+def crash_then_resume(make_config, monkeypatch, common: list[str], tmp_path: Path) -> Path:
+    """Fit ``common`` straight into tmp_path/straight; then into tmp_path/crashed with a crash in
+    iteration 5 (after an iteration-3 checkpoint: ``train.checkpoint_every=3``), and resume it.
+    Returns the crashed run's dir, checked against the straight one."""
     straight, crashed = tmp_path / "straight", tmp_path / "crashed"
     fit(make_config(*common, f"paths.output_dir={straight}"))
-
     original = GANModule.training_step
 
     def crash_at_5(self, batch, batch_idx):
@@ -120,13 +119,20 @@ def test_crash_then_resume_appends_to_same_csv(make_config, monkeypatch, tmp_pat
     monkeypatch.setattr(GANModule, "training_step", crash_at_5)
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit(make_config(*common, f"paths.output_dir={crashed}"))
-    assert len(read_rows(crashed)) == 4  # iterations 1-4 logged; last checkpoint at 3
     monkeypatch.setattr(GANModule, "training_step", original)
     fit(make_config(*common, f"paths.output_dir={crashed}", "ckpt_path=last"))
-    assert read_rows(crashed) == read_rows(straight)
     assert_same_checkpoint(
         crashed / "checkpoints" / "last.ckpt", straight / "checkpoints" / "last.ckpt", 6
     )
+    return crashed
+
+
+def test_crash_then_resume_appends_to_same_csv(make_config, monkeypatch, tmp_path):
+    """A crash after the iteration-3 checkpoint; the resumed run re-runs iteration 4 and drops
+    the row the crashed run had logged for it, so metrics.csv equals an uninterrupted run's."""
+    common = [*TOY, "callbacks=default", "train.iterations=6", "train.checkpoint_every=3"]
+    crashed = crash_then_resume(make_config, monkeypatch, common, tmp_path)
+    assert read_rows(crashed) == read_rows(tmp_path / "straight")
 
 
 def test_finished_run_is_skipped_on_relaunch(make_config, monkeypatch):

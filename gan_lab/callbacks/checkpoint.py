@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
+
+from gan_lab.checkpoint_io import link_or_copy, remove_stale_temp_files
+
+log = logging.getLogger(__name__)
 
 
 def _weights_finite(pl_module: Any) -> bool:
@@ -22,6 +27,10 @@ class IterationCheckpoint(Checkpoint):
     Lightning's ModelCheckpoint counts ``global_step``, which grows by k+1 per GAN iteration;
     this callback counts iterations. Subclassing ``Checkpoint`` makes Lightning run it after the
     other callbacks, so a metric computed at the same iteration is already available.
+
+    ``last.ckpt`` is written first at each iteration, being what a resume reads: a disk that
+    fills on the periodic or best file still leaves it current. Those two, when they hold the
+    same iteration, are hard links to it (``link_or_copy``): no second write, no new space.
     """
 
     def __init__(
@@ -48,12 +57,30 @@ class IterationCheckpoint(Checkpoint):
     def last_path(self) -> Path:
         return self.dirpath / "last.ckpt"
 
+    def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
+        # A write killed mid-way (kill -9, power loss) leaves its temporary file; the next run in
+        # this dir (a resume) is the first moment it is known to be stale, and the only writer.
+        if stage == "fit" and trainer.is_global_zero:
+            for path in remove_stale_temp_files(self.dirpath):
+                log.info("removed %s, left by a checkpoint write that was interrupted", path)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
         if trainer.sanity_checking:
             return
-        self._save_best(trainer)  # as soon as a new metric value arrives, not only on cadence
-        if pl_module.iteration % self.every_n_iterations == 0 and _weights_finite(pl_module):
+        # As soon as a new metric value arrives, not only on cadence; decided before last.ckpt is
+        # written so that it records the new best score.
+        new_best = self._update_best(trainer)
+        iteration = pl_module.iteration
+        # The final iteration's last.ckpt is written here too (on_train_end then has nothing to
+        # do), so that it comes before a best.ckpt of that same iteration; so is the last one of
+        # a run that stops early (a signal, max_skips), which ends before on_train_end.
+        final = iteration >= int(trainer.limit_train_batches or 0)
+        stopping = getattr(pl_module, "stopped", None) is not None
+        due = iteration % self.every_n_iterations == 0 or final or stopping
+        if due and _weights_finite(pl_module):
             self.save(trainer, pl_module)
+        if new_best:
+            self._write_copy(trainer, pl_module, self.dirpath / "best.ckpt")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         if _weights_finite(pl_module):
@@ -64,15 +91,23 @@ class IterationCheckpoint(Checkpoint):
         iteration = pl_module.iteration
         if iteration == self._saved_iteration:
             return
+        trainer.save_checkpoint(self.last_path, weights_only=False)
         self._saved_iteration = iteration
         if self.keep_periodic and iteration % self.every_n_iterations == 0:
-            trainer.save_checkpoint(self.dirpath / f"iter_{iteration:07d}.ckpt", weights_only=False)
-        trainer.save_checkpoint(self.last_path, weights_only=False)
+            self._write_copy(trainer, pl_module, self.dirpath / f"iter_{iteration:07d}.ckpt")
 
-    def _save_best(self, trainer: L.Trainer) -> None:
+    def _write_copy(self, trainer: L.Trainer, pl_module: Any, path: Path) -> None:
+        """This iteration's checkpoint at ``path``: a link to last.ckpt if that holds it."""
+        if self._saved_iteration != pl_module.iteration:
+            trainer.save_checkpoint(path, weights_only=False)
+        elif trainer.is_global_zero:  # rank 0 writes files, as in Trainer.save_checkpoint
+            link_or_copy(self.last_path, path)
+
+    def _update_best(self, trainer: L.Trainer) -> bool:
+        """Whether a new metric value is the best so far (then ``best_score`` is updated)."""
         value = trainer.callback_metrics.get(self.monitor) if self.monitor else None
         if value is None or value is self._last_value:
-            return
+            return False
         self._last_value = value
         score = float(value)
         better = score < self.best_score if self.mode == "min" else score > self.best_score
@@ -82,7 +117,7 @@ class IterationCheckpoint(Checkpoint):
         if better or first:
             self.best_score = score
             self.best_path = str(self.dirpath / "best.ckpt")
-            trainer.save_checkpoint(self.best_path, weights_only=False)
+        return better or first
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_score": self.best_score, "best_path": self.best_path}

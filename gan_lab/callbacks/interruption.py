@@ -1,11 +1,16 @@
-"""SIGINT/SIGTERM: finish the current iteration, save ``last.ckpt``, stop cleanly.
+"""SIGINT/SIGTERM: finish the current iteration, save ``last.ckpt``, stop before the next one.
 
 SIGTERM goes through Lightning's own handler (``_SignalConnector``), which sets
-``trainer.received_sigterm``; after the batch's ``on_train_batch_end`` hooks Lightning raises
-``SIGTERMException``, so the checkpoint written here is the state at that iteration boundary and
-``gan_lab.train`` turns the exception into a clean exit. SIGINT (Ctrl+C) would otherwise raise
-``KeyboardInterrupt`` mid-update; this callback replaces it by a flag while training runs (a
-second Ctrl+C still interrupts at once).
+``trainer.received_sigterm``; after the iteration's hooks and logging Lightning raises
+``SIGTERMException``. SIGINT (Ctrl+C) would otherwise raise ``KeyboardInterrupt`` mid-update;
+this callback replaces it by a flag while training runs, and the module stops before the next
+iteration starts (``GANModule.request_stop``). Either way the checkpoint written here is the state
+at that iteration boundary, and ``gan_lab.train`` exits with 130 (SIGINT) or 143 (SIGTERM).
+
+Stopping raises instead of setting ``trainer.should_stop``: Lightning sends the loggers its last
+logged values again when ``should_stop`` is set on a non-logging iteration (a stale row in
+metrics.csv), and runs the end-of-training hooks (a sample grid, a final evaluation) that an
+uninterrupted run does not have at that iteration.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from gan_lab.callbacks.checkpoint import IterationCheckpoint
+from gan_lab.stopping import Interrupted, StopNow
 
 
 class Interruption(Callback):
@@ -29,16 +35,18 @@ class Interruption(Callback):
     def __init__(self, dirpath: str) -> None:
         self.dirpath = Path(dirpath)
         self.signal_name: str | None = None
+        self._stopped = False
         self._previous_sigint: Any = None
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         if self.signal_name is not None:  # second Ctrl+C: give up on a clean stop
-            raise KeyboardInterrupt
+            raise StopNow
         self.signal_name = "SIGINT"
         print("\n[gan_lab] SIGINT: saving at the end of this iteration", file=sys.stderr)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         self.signal_name = None
+        self._stopped = False
         self._previous_sigint = signal.getsignal(signal.SIGINT)
         try:
             signal.signal(signal.SIGINT, self._on_sigint)
@@ -54,33 +62,37 @@ class Interruption(Callback):
         if self.signal_name is None and trainer.received_sigterm:
             self.signal_name = "SIGTERM"
         if self.signal_name is not None:
-            self._save_and_stop(trainer, pl_module)
+            # The checkpoint callback runs after this one and saves a module that is stopping,
+            # once it has taken this iteration's metrics into account (best.ckpt).
+            self._stop(trainer, pl_module, save_now=False)
 
     def on_exception(self, trainer: L.Trainer, pl_module: Any, exception: BaseException) -> None:
-        # SIGTERM that arrived after this callback's on_train_batch_end (e.g. during a slow
-        # callback): Lightning raises at the end of that same iteration, still a clean boundary.
+        # SIGTERM that arrived after the checkpoint callback's on_train_batch_end (e.g. during
+        # the logging): Lightning raises at the end of that same iteration, before the next batch
+        # is fetched, so the state is still that of the iteration boundary.
         if isinstance(exception, SIGTERMException):
             self.signal_name = "SIGTERM"
-            self._save_and_stop(trainer, pl_module)
+            self._stop(trainer, pl_module, save_now=True)
 
-    def _save_and_stop(self, trainer: L.Trainer, pl_module: Any) -> None:
-        if getattr(pl_module, "stop_reason", None) == "interrupted":
+    def _stop(self, trainer: L.Trainer, pl_module: Any, save_now: bool) -> None:
+        if self._stopped:
             return
-        pl_module.stop_reason = "interrupted"
-        trainer.should_stop = True  # also makes Lightning flush the loggers now
+        self._stopped = True
         checkpoints = [c for c in trainer.callbacks if isinstance(c, IterationCheckpoint)]
         path = checkpoints[0].last_path if checkpoints else self.dirpath / "last.ckpt"
         if not pl_module.check_finite():
             saved = "not saved (non-finite weights; the last good checkpoint is kept)"
-        elif checkpoints:
-            # Through the checkpoint callback, so a save it already made this iteration is reused.
-            checkpoints[0].save(trainer, pl_module)
-            saved = f"saved {path}"
         else:
-            trainer.save_checkpoint(path, weights_only=False)
             saved = f"saved {path}"
-        print(
-            f"[gan_lab] {self.signal_name} at iteration {pl_module.iteration}: {saved}; "
-            "resume with the same overrides plus ckpt_path=last hydra.run.dir=<this run dir>",
-            file=sys.stderr,
+            if checkpoints and save_now:  # a save it already made this iteration is reused
+                checkpoints[0].save(trainer, pl_module)
+            elif not checkpoints:
+                trainer.save_checkpoint(path, weights_only=False)
+        pl_module.request_stop(
+            Interrupted(
+                f"{self.signal_name} at iteration {pl_module.iteration}: {saved}; resume with "
+                f"the same overrides plus ckpt_path=last hydra.run.dir={path.parent.parent}",
+                pl_module.iteration,
+                self.signal_name or "SIGTERM",
+            )
         )

@@ -119,7 +119,8 @@ class ImageDataModule(GANDataModule):
     """Base for image sets: subclasses implement ``_load(split)`` -> (N, C, H, W) tensor.
 
     ``_load`` returns uint8 pixels (or float already in [-1, 1]). ``in_memory=False`` streams
-    ``_dataset(split)`` through a worker ``DataLoader`` instead (no exact resume).
+    ``_dataset(split)`` through a worker ``DataLoader`` instead, in the same seeded order and
+    just as exactly resumable.
     ``device_resident=True`` moves the train tensor to the trainer's device in ``setup``.
     """
 

@@ -1,19 +1,17 @@
 """Infinite batch streams yielding ``(batches_per_step, batch_size, *sample_shape)`` tensors.
 
-``TensorBatchStream`` and ``SamplerStream`` are stateful: Lightning 2.x stores the
-``state_dict()`` of every train iterable that has one in the checkpoint (``FitLoop`` via
-``CombinedLoader._state_dicts``) and calls ``load_state_dict()`` before ``iter()`` on resume, so
-the data order continues exactly. ``state_dict()`` is the state after the last yield, with no
-rewind for a prefetched batch: gan_lab's trainer sets an int ``limit_train_batches`` (the
-iteration budget), and then Lightning's fetcher does not prefetch
-(``_PrefetchDataFetcher.__iter__``).
-
-``LoaderStream`` (worker-backed, for sets that do not fit in memory) has no state: resuming it
-restarts its shuffling, so exact resume is only guaranteed on the in-memory and sampled paths.
+Every stream is stateful: Lightning 2.x stores the ``state_dict()`` of every train iterable that
+has one in the checkpoint (``FitLoop`` via ``CombinedLoader._state_dicts``) and calls
+``load_state_dict()`` before ``iter()`` on resume, so the data order continues exactly.
+``state_dict()`` is the state after the last yield, with no rewind for a prefetched batch:
+gan_lab's trainer sets an int ``limit_train_batches`` (the iteration budget), and then Lightning's
+fetcher does not prefetch (``_PrefetchDataFetcher.__iter__``). ``LoaderStream``'s own workers do
+read ahead; its state counts the yields handed out, not the batches its workers loaded.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -63,8 +61,7 @@ class _Stream:
 class _StatefulStream(_Stream):
     """A stream drawing from its own seeded ``torch.Generator``, checkpointed by Lightning.
 
-    Subclasses implement ``_state()`` and ``_restore(state)``. Kept apart from ``_Stream`` so
-    ``LoaderStream`` has no ``state_dict`` for Lightning to store and restore.
+    Subclasses implement ``_state()`` and ``_restore(state)``.
     """
 
     def __init__(self, batch_size: int, batches_per_step: int, seed: int) -> None:
@@ -86,13 +83,61 @@ class _StatefulStream(_Stream):
         self._restore(state)
 
 
+class _EpochOrder:
+    """The sample indices of each yield: a fresh permutation of ``size`` per epoch from
+    ``generator``, ``per_yield`` at a time, dropping the tail that does not fill a yield (so the
+    k minibatches of one yield never share a sample)."""
+
+    def __init__(self, size: int, per_yield: int, generator: torch.Generator) -> None:
+        self.size = size
+        self.per_yield = per_yield
+        self.yields_per_epoch = size // per_yield
+        self.generator = generator
+        self._start_epoch(epoch=0)
+
+    def _start_epoch(self, epoch: int) -> None:
+        # The permutation is a pure function of the generator state at epoch start, so that
+        # state plus (epoch, position) is the whole state.
+        self.epoch = epoch
+        self.position = 0
+        self._epoch_start_state = self.generator.get_state()
+        self._perm = torch.randperm(self.size, generator=self.generator)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Generator state at the start of the epoch, epoch number and position in it."""
+        return {
+            "generator": self._epoch_start_state,
+            "epoch": self.epoch,
+            "position": self.position,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self._start_epoch(state["epoch"])
+        self.position = state["position"]
+
+    def copy(self) -> _EpochOrder:
+        """An order at the same point with a generator of its own: taking from it leaves this
+        one where it is."""
+        twin = _EpochOrder(self.size, self.per_yield, torch.Generator())
+        twin.load_state_dict(self.state_dict())
+        return twin
+
+    def take(self) -> Tensor:
+        """The next yield's ``per_yield`` indices, starting a new epoch when this one is used up."""
+        if self.position >= self.yields_per_epoch:
+            self._start_epoch(self.epoch + 1)
+        start = self.position * self.per_yield
+        self.position += 1
+        return self._perm[start : start + self.per_yield]
+
+
 class TensorBatchStream(_StatefulStream):
     """Shuffled minibatches from one in-memory tensor, epoch after epoch, forever.
 
-    Each epoch draws a fresh permutation from a seeded ``torch.Generator`` and drops the tail
-    that does not fill ``batches_per_step * batch_size``, so the k minibatches of one yield never
-    share a sample. ``transform`` runs per yield (e.g. uint8 -> [-1, 1]) so large image sets stay
-    uint8 in memory.
+    Each epoch draws a fresh permutation from a seeded ``torch.Generator`` (``_EpochOrder``).
+    ``transform`` runs per yield (e.g. uint8 -> [-1, 1]) so large image sets stay uint8 in
+    memory.
     """
 
     def __init__(
@@ -107,39 +152,19 @@ class TensorBatchStream(_StatefulStream):
         self._check_fits(len(data))
         self.data = data
         self.transform = transform
-        self.yields_per_epoch = len(data) // self.per_yield
-        self._start_epoch(epoch=0)
-
-    def _start_epoch(self, epoch: int) -> None:
-        # The permutation is a pure function of the generator state at epoch start, so that
-        # state plus (epoch, position) is the whole stream state.
-        self.epoch = epoch
-        self.position = 0
-        self._epoch_start_state = self.generator.get_state()
-        self._perm = torch.randperm(len(self.data), generator=self.generator)
+        self.order = _EpochOrder(len(data), self.per_yield, self.generator)
 
     def _state(self) -> dict[str, Any]:
-        """Generator state at the start of the epoch, epoch number and position in it."""
-        return {
-            "generator": self._epoch_start_state,
-            "epoch": self.epoch,
-            "position": self.position,
-        }
+        return self.order.state_dict()
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self._start_epoch(state["epoch"])
-        self.position = state["position"]
+        self.order.load_state_dict(state)
 
     def __iter__(self) -> Iterator[Tensor]:
         # Continues from the current state (not from scratch) so repeated ``iter()`` calls by
         # Lightning at epoch boundaries or after ``load_state_dict`` keep the order.
         while True:
-            if self.position >= self.yields_per_epoch:
-                self._start_epoch(self.epoch + 1)
-            start = self.position * self.per_yield
-            idx = self._perm[start : start + self.per_yield].to(self.data.device)
-            self.position += 1
+            idx = self.order.take().to(self.data.device)
             yield self._steps(self.transform(self.data[idx]))
 
 
@@ -172,12 +197,27 @@ class SamplerStream(_StatefulStream):
             yield self._steps(x)
 
 
-class LoaderStream(_Stream):
+class _IndexBatches:
+    """A ``DataLoader`` batch sampler: ``order``'s index batches, forever."""
+
+    def __init__(self, order: _EpochOrder) -> None:
+        self.order = order
+
+    def __iter__(self) -> Iterator[list[int]]:
+        while True:
+            yield self.order.take().tolist()
+
+
+class LoaderStream(_StatefulStream):
     """Worker-backed stream over a ``Dataset`` for sets too large to hold in memory.
 
-    One ``DataLoader`` with batch size ``batches_per_step * batch_size``, ``drop_last`` and
-    seeded shuffling, cycled forever and reshaped to ``(k, B, ...)``. Not stateful: a resumed run
-    reshuffles from the seed, so exact resume holds only for the in-memory path.
+    The order of ``TensorBatchStream`` (a seeded permutation per epoch, tail dropped) is fed to a
+    ``DataLoader`` as its batch sampler, and its workers load and collate the samples. Workers
+    read ``prefetch_factor * num_workers`` yields ahead, so the sampler takes from a copy of the
+    order while the stream's own order advances only with the yields handed out: the state
+    after a yield is the same with or without workers, and each ``iter()`` starts a loader at
+    that point (after ``load_state_dict``, at the restored one). Random transforms inside the
+    dataset would draw from worker RNGs, which are not part of the state.
     """
 
     def __init__(
@@ -189,22 +229,50 @@ class LoaderStream(_Stream):
         num_workers: int = 0,
         transform: Callable[[Tensor], Tensor] = to_unit_range,
     ) -> None:
-        super().__init__(batch_size, batches_per_step)
-        self._check_fits(len(dataset))  # type: ignore[arg-type]
+        super().__init__(batch_size, batches_per_step, seed)
+        size = len(dataset)  # type: ignore[arg-type]
+        self._check_fits(size)
+        self.dataset = dataset
+        self.num_workers = num_workers
         self.transform = transform
-        self.loader = DataLoader(
-            dataset,
-            batch_size=self.per_yield,
-            shuffle=True,
-            drop_last=True,
-            num_workers=num_workers,
-            persistent_workers=num_workers > 0,
-            generator=torch.Generator().manual_seed(seed),
-        )
+        self.order = _EpochOrder(size, self.per_yield, self.generator)
+        # DataLoader draws its workers' base seed from this, not from the global RNG that
+        # training draws from (and the checkpoint restores).
+        self._worker_seeds = torch.Generator().manual_seed(seed)
+
+    def _state(self) -> dict[str, Any]:
+        return self.order.state_dict()
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.order.load_state_dict(state)
 
     def __iter__(self) -> Iterator[Tensor]:
-        while True:
-            for item in self.loader:
-                # Datasets such as ImageFolder yield (image, label); the GAN needs images only.
-                x = item[0] if isinstance(item, list | tuple) else item
-                yield self._steps(self.transform(x))
+        # A loader per iter(), its workers living as long as this generator: Lightning drops it
+        # when fit ends or fails, and the workers stop at once, read-ahead and all. The sampler
+        # never ends, so persistent workers would save no restarts; they would belong to a
+        # DataLoader kept alive by Lightning's reference cycles until the garbage collector
+        # stops them, waiting out a 5 s join timeout per worker (seen after a failed fit).
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=_IndexBatches(self.order.copy()),
+            num_workers=self.num_workers,
+            generator=self._worker_seeds,
+            worker_init_fn=_ignore_stop_signals,
+        )
+        for item in loader:
+            self.order.take()  # one yield consumed; the sampler's copy is ahead by the prefetch
+            # Datasets such as ImageFolder yield (image, label); the GAN needs images only.
+            x = item[0] if isinstance(item, list | tuple) else item
+            yield self._steps(self.transform(x))
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """In each DataLoader worker: leave SIGINT and SIGTERM to the main process.
+
+    A terminal's Ctrl+C and a scheduler's SIGTERM reach every process of the job. A worker
+    killed by one makes torch raise "DataLoader worker ... is killed by signal" in the main
+    process mid-iteration, before its clean stop can save; ignored here, the main process stops
+    at the iteration boundary and shuts its workers down itself (they also exit when it dies).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
