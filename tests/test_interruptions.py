@@ -223,14 +223,19 @@ def test_divergence_exits_with_status_3_and_keeps_last_good_checkpoint(tmp_path)
 
 def test_max_skips_stops_at_exactly_max_skips_with_status_3(tmp_path):
     """k=1: one D update skipped per NaN batch, from iteration 14; the fifth (iteration 18)
-    stops the run there, though the periodic check would come only at 20."""
-    run_dir = tmp_path / "run"
+    stops the run there, though the periodic check would come only at 20. In-process: the CLI
+    turns the same ``Diverged`` into status 3 (test_divergence_exits_with_status_3_...)."""
+    import gan_lab
+
     overrides = [*RING, *NAN_FROM_14, "train.on_nan=skip", "train.max_skips=5"]
-    output = finish(launch(run_dir, [*overrides, "train.nan_check_every=10"]), EXIT_DIVERGED)
-    assert "stopped: stopping: 5 non-finite updates skipped (train.max_skips=5)" in output
-    assert "final metrics" not in output and not (run_dir / "done").exists()
+    with pytest.raises(
+        Diverged, match=r"5 non-finite updates skipped \(train.max_skips=5\)"
+    ) as stop:
+        gan_lab.train([*overrides, "train.nan_check_every=10"], output_dir=tmp_path / "run")
+    assert (stop.value.exit_status, stop.value.iteration) == (EXIT_DIVERGED, 18)
+    assert not (tmp_path / "run" / "done").exists()
     # Skipped updates leave the weights finite: the stop saves them.
-    saved = load_checkpoint_file(run_dir / "checkpoints" / "last.ckpt")["gan_lab"]
+    saved = load_checkpoint_file(tmp_path / "run" / "checkpoints" / "last.ckpt")["gan_lab"]
     assert (saved["iteration"], saved["skipped"]) == (18, 5)
 
 
@@ -287,6 +292,7 @@ def test_signal_stops_a_sweep_and_relaunch_finishes_it(tmp_path, sig):
         assert csv == (straight / job / "metrics.csv").read_bytes(), job
 
 
+@pytest.mark.slow  # ~11 s; the exit-status tests of make test cover the single-run path
 @pytest.mark.timeout(200)
 def test_diverged_job_does_not_stop_its_sweep(tmp_path):
     """In a multirun a diverged job is a result: reported, no ``done``, and the next job runs."""

@@ -74,6 +74,7 @@ def finish(process: subprocess.Popen, expected: int) -> str:
     return err
 
 
+@pytest.mark.slow  # ~15 s; make test has tests/test_interruptions.py's SIGINT and SIGTERM cases
 def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     reference = launch(straight)
