@@ -173,6 +173,8 @@ def interrupt_and_resume(tmp_path: Path, case: str, sig: int, seed: int, at_star
 
 
 # ------------------------------------------------------------------ make test: representatives
+# Slow: make test's SIGINT sweep test interrupts and resumes the same ring run, CSVs compared.
+@pytest.mark.slow
 @pytest.mark.timeout(200)  # three runs of about 5 s, each started as a fresh process
 def test_ring_sigint_then_resume_equals_straight_run(tmp_path):
     interrupt_and_resume(tmp_path, "ring", signal.SIGINT, seed=0, at_start=True)
