@@ -25,20 +25,17 @@ from gan_lab.checkpoint_io import atomic_torch_save, load_checkpoint_file
 from gan_lab.errors import DiskFullError, UserError, find_user_error
 from gan_lab.train import fit
 from tests import processes
+from tests.test_resume import TOY as RESUME_TOY
 
 ROOT = Path(__file__).resolve().parents[1]
+# test_resume's tiny ring run (later overrides win), with checkpoints at 3 and 6.
 TOY = [
-    "experiment=ring_mlp",
-    "model.g.hidden=[16]",
-    "model.d.hidden=[16]",
-    "data.batch_size=16",
+    *RESUME_TOY,
     "train.iterations=6",
+    "train.log_every=10",
     "train.checkpoint_every=3",
-    "train.sample_every=1000",
-    "logger=csv",
     "callbacks=default",
     "eval=none",
-    "trainer.enable_progress_bar=false",
 ]
 
 

@@ -35,7 +35,6 @@ class Interruption(Callback):
     def __init__(self, dirpath: str) -> None:
         self.dirpath = Path(dirpath)
         self.signal_name: str | None = None
-        self._stopped = False
         self._previous_sigint: Any = None
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
@@ -46,7 +45,6 @@ class Interruption(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         self.signal_name = None
-        self._stopped = False
         self._previous_sigint = signal.getsignal(signal.SIGINT)
         try:
             signal.signal(signal.SIGINT, self._on_sigint)
@@ -75,9 +73,8 @@ class Interruption(Callback):
             self._stop(trainer, pl_module, save_now=True)
 
     def _stop(self, trainer: L.Trainer, pl_module: Any, save_now: bool) -> None:
-        if self._stopped:
+        if pl_module.stopped is not None:  # already stopping (this signal, or divergence)
             return
-        self._stopped = True
         checkpoints = [c for c in trainer.callbacks if isinstance(c, IterationCheckpoint)]
         path = checkpoints[0].last_path if checkpoints else self.dirpath / "last.ckpt"
         if not pl_module.check_finite():
