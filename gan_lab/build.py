@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -102,14 +101,3 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         # Lightning adds its own global_step-based ModelCheckpoint unless ours is there.
         enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
     )
-
-
-def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """``last`` means this run dir's last checkpoint, or a fresh start if there is none yet."""
-    if cfg.ckpt_path != "last":
-        return cfg.ckpt_path
-    path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    if path.is_file():
-        return str(path)
-    log.info("ckpt_path=last but %s does not exist yet: starting from scratch", path)
-    return None

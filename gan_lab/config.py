@@ -43,6 +43,19 @@ class TrainSettings:
 
 
 @dataclass
+class ResumeSettings:
+    """The ``resume`` node: what a resume or warm start (``ckpt_path``) may change.
+
+    A resume compares this run's config with the checkpoint's (gan_lab/resume.py): the budget,
+    cadences, loggers, evaluation, devices, data location and learning rates may change (and are
+    recorded); anything else is refused with the list of differing keys, unless
+    ``allow_changes`` is true.
+    """
+
+    allow_changes: bool = False
+
+
+@dataclass
 class RunConfig:
     """Root of ``gan_lab/conf/train.yaml``, which holds only the defaults list: every run scalar's
     default is here. Config groups are typed ``Any`` and checked by gan_lab.validation."""
@@ -54,6 +67,10 @@ class RunConfig:
     # Checkpoints load with torch.load(weights_only=True): nothing in the file can run. true
     # unpickles everything (foreign or very old checkpoints, from a source you trust).
     trust_checkpoint: bool = False
+    # A fresh run in a run dir that holds another run's checkpoints or done is refused; true
+    # deletes that run's checkpoints, samples, metrics.csv and done first.
+    overwrite: bool = False
+    resume: ResumeSettings = field(default_factory=ResumeSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     data: Any = MISSING
     model: Any = MISSING

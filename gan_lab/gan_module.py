@@ -22,6 +22,12 @@ from gan_lab.losses import GANLoss
 from gan_lab.nan_guard import NonFiniteGuard
 from gan_lab.priors import Prior
 from gan_lab.regularizers import Regularizer
+from gan_lab.restore import (
+    apply_optimizer_updates,
+    check_weights_fit,
+    optimizer_updates,
+    reopen_training,
+)
 from gan_lab.rng_state import capture_rng_state, restore_rng_state, seeded_generator
 from gan_lab.stopping import Diverged, StoppedEarly
 
@@ -111,12 +117,24 @@ class GANModule(L.LightningModule):
         )
         # Set when training is to end before its budget; raised before the next iteration.
         self.stopped: StoppedEarly | None = None
+        # Where this run started and each resume's changed settings (gan_lab.resume), carried
+        # in every checkpoint and in the run's done record.
+        self.lineage: dict[str, Any] = {"started_from": None, "resumes": []}
+        # Optimizer settings this run changes from the checkpoint it resumes (on_load_checkpoint);
+        # None when the fit does not resume one.
+        self._optimizer_updates: dict[str, set[str]] | None = None
 
     def configure_model(self) -> None:
         # nn.Module.compile works in place, so state_dict keys (and checkpoints) stay the same.
         if self.compile_nets:
             self.generator.compile()
             self.discriminator.compile()
+
+    def on_train_start(self) -> None:
+        if self._optimizer_updates is not None:
+            optimizer_g, optimizer_d = self.trainer.optimizers
+            apply_optimizer_updates({"g": optimizer_g, "d": optimizer_d}, self._optimizer_updates)
+            self._optimizer_updates = None
 
     def on_fit_start(self) -> None:
         if self.trainer.world_size > 1:
@@ -302,15 +320,21 @@ class GANModule(L.LightningModule):
             "config": self.config,
             "sample_shape": list(self.sample_shape) if self.sample_shape is not None else None,
             "skipped": self.nan_guard.skipped,
+            "lineage": self.lineage,
             # Noise z comes from torch's global RNG, which Lightning does not checkpoint.
             "rng": capture_rng_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning calls this while resuming a fit, before it restores weights, loops and
+        # optimizers.
+        check_weights_fit(checkpoint["state_dict"], self.state_dict())
         self.restore_progress(checkpoint)
         state = checkpoint.get("gan_lab", {})
         if "rng" in state:
             restore_rng_state(state["rng"])
+        reopen_training(checkpoint)
+        self._optimizer_updates = optimizer_updates(state.get("config"), self.config)
 
     def restore_progress(self, checkpoint: dict[str, Any]) -> None:
         """The iteration count and skip count of ``checkpoint``; the global RNG is left alone

@@ -1,16 +1,15 @@
 """Sweep report: ``python -m gan_lab.report MULTIRUN_DIR``.
 
-Collects every job's overrides (``.hydra/overrides.yaml``) and final metrics (``done``), groups
-jobs that differ only in ``seed`` and writes ``report.md``, ``report.csv`` (mean ± std over seeds)
-and ``report.png`` (the primary metric over iterations, one line per configuration) into the
-sweep directory.
+Collects every job's overrides (``.hydra/overrides.yaml``) and final metrics (its ``done``
+record, gan_lab.run_dir), groups jobs that differ only in ``seed`` and writes ``report.md``,
+``report.csv`` (mean ± std over seeds) and ``report.png`` (the primary metric over iterations,
+one line per configuration) into the sweep directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import statistics
 from collections import defaultdict
@@ -20,6 +19,7 @@ from typing import NoReturn
 import yaml
 
 from gan_lab.errors import MissingFileError, UsageError, reported_as_one_line
+from gan_lab.run_dir import read_done
 
 PRIMARY = "val/primary"
 
@@ -29,12 +29,12 @@ def collect(sweep_dir: Path) -> list[dict]:
     jobs = []
     for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml")):
         run_dir = overrides_file.parent.parent
-        if not (run_dir / "done").is_file():
+        if (done := read_done(run_dir)) is None:
             continue  # unfinished job: re-launch the sweep to resume it
         overrides = yaml.safe_load(overrides_file.read_text()) or []
         config = tuple(o for o in overrides if not o.startswith("seed="))
         seed = next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), "0")
-        metrics = json.loads((run_dir / "done").read_text())
+        metrics = done.metrics
         jobs.append({"config": " ".join(config), "seed": seed, "metrics": metrics, "dir": run_dir})
     return jobs
 

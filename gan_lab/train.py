@@ -28,7 +28,9 @@ from gan_lab.console import run_log
 from gan_lab.data.base import GANDataModule
 from gan_lab.errors import one_line, reported_as_one_line
 from gan_lab.gan_module import GANModule
-from gan_lab.resume import finished_metrics, mark_done
+from gan_lab.resume import Start, config_digest, plan
+from gan_lab.run_dir import DoneRecord, write_done
+from gan_lab.run_lock import claim_run_dir
 from gan_lab.stopping import Diverged, StoppedEarly, exit_status, stop_signals
 from gan_lab.validation import validate
 
@@ -46,17 +48,19 @@ class Run:
     metrics: dict[str, float]
 
 
-def fit(cfg: DictConfig) -> Run:
-    """Fit one GAN as the config says."""
+def fit(cfg: DictConfig, start: Start | None = None) -> Run:
+    """Fit one GAN as the config says, from ``start`` (by default ``gan_lab.resume.plan``)."""
+    start = plan(cfg) if start is None else start
     with run_log():
         L.seed_everything(cfg.seed, workers=True)
         datamodule = build.build_datamodule(cfg)
         validate(cfg, datamodule)
         module = build.build_module(cfg, datamodule.sample_shape)
+        module.lineage = start.lineage
         trainer = build.build_trainer(cfg)
         for logger in trainer.loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        ckpt_path = build.resolve_ckpt_path(cfg)
+        ckpt_path = str(start.checkpoint) if start.checkpoint is not None else None
         if trainer.is_global_zero:
             log.info(
                 "training %s: %s vs %s, %s, on %s, %d iterations (k_d_steps=%d)%s; "
@@ -68,7 +72,10 @@ def fit(cfg: DictConfig) -> Run:
                 type(datamodule).__name__,
                 cfg.train.iterations,
                 cfg.train.k_d_steps,
-                f", resuming from {ckpt_path}" if ckpt_path else "",
+                f", {'warm start' if start.warm else 'resuming'} from {ckpt_path} at "
+                f"iteration {start.iteration}"
+                if ckpt_path
+                else "",
                 cfg.paths.output_dir,
             )
         try:
@@ -90,19 +97,32 @@ def _finish_wandb() -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, print where the results went, return the final logged metrics.
 
-    A run that stops before its budget raises ``gan_lab.stopping.StoppedEarly`` (``Diverged``
-    or ``Interrupted``) after saving what it could; no ``done`` marker is written for it.
+    The run holds its run dir's lock (gan_lab/run_lock.py) from the start to the end. A run
+    that stops before its budget raises ``gan_lab.stopping.StoppedEarly`` (``Diverged`` or
+    ``Interrupted``) after saving what it could; no ``done`` record is written for it.
     """
-    if (metrics := finished_metrics(cfg)) is not None:
-        return metrics
-    run = fit(cfg)
-    stopped = run.module.stopped
-    # A signal during the last iteration still leaves a finished run (and exits 130/143, so a
-    # sweep stops); a diverged run is never done.
-    finished = run.module.iteration >= cfg.train.iterations and not isinstance(stopped, Diverged)
-    if run.trainer.is_global_zero and finished:
-        _report(cfg, run.metrics)
-        mark_done(cfg, run.metrics)
+    with claim_run_dir(cfg.paths.output_dir):
+        start = plan(cfg)
+        if start.finished is not None:
+            return start.finished.metrics
+        run = fit(cfg, start)
+        stopped = run.module.stopped
+        # A signal during the last iteration still leaves a finished run (and exits 130/143, so
+        # a sweep stops); a diverged run is never done.
+        finished = run.module.iteration >= cfg.train.iterations and not isinstance(
+            stopped, Diverged
+        )
+        if run.trainer.is_global_zero and finished:
+            _report(cfg, run.metrics)
+            config = run.module.config or OmegaConf.to_container(cfg, resolve=True)
+            record = DoneRecord(
+                iterations=run.module.iteration,
+                metrics=run.metrics,
+                config_digest=config_digest(config),
+                config=config,
+                **run.module.lineage,  # started_from, resumes
+            )
+            write_done(cfg.paths.output_dir, record)
     if stopped is not None:
         raise stopped
     return run.metrics

@@ -51,6 +51,7 @@ def test_toy_run_logs_mode_metrics_and_1d_run_logs_theory(make_config, tmp_path)
     ring = train(
         make_config(
             "experiment=ring_mlp",
+            f"paths.output_dir={tmp_path / 'ring'}",  # a run dir per run
             "train.iterations=20",
             "eval.every_n_iterations=10",
             "callbacks=default",

@@ -103,9 +103,9 @@ def test_trust_checkpoint_is_the_explicit_unsafe_opt_in(evil, make_config):
     assert marker.exists()  # the opt-in unpickles everything, payload included
     assert module.generate(3).shape == (3, 2)
     marker.unlink()
-    # The checkpoint is of a finished 4-iteration run: resuming it restores iteration 4.
-    run = fit(make_config(*TOY, "train.iterations=4", f"ckpt_path={path}", "trust_checkpoint=true"))
-    assert marker.exists() and run.module.iteration == 4
+    # The checkpoint is of a finished 4-iteration run: resuming it trains on from iteration 4.
+    run = fit(make_config(*TOY, "train.iterations=6", f"ckpt_path={path}", "trust_checkpoint=true"))
+    assert marker.exists() and run.module.iteration == 6
 
 
 # Runs whose checkpoints hold every kind of state gan_lab writes: EMA weights, lr-decay and

@@ -123,5 +123,8 @@ class IterationCheckpoint(Checkpoint):
         return {"best_score": self.best_score, "best_path": self.best_path}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.best_score = state_dict.get("best_score", self.best_score)
-        self.best_path = state_dict.get("best_path")
+        # The best so far counts only while this dir holds its best.ckpt: a warm start from
+        # another run's checkpoint keeps its own best.ckpt, even when worse than that run's.
+        if (self.dirpath / "best.ckpt").is_file():
+            self.best_score = state_dict.get("best_score", self.best_score)
+            self.best_path = str(self.dirpath / "best.ckpt")
