@@ -18,6 +18,7 @@ path inside ``<run dir>/checkpoints``), or **warm-starts** from another run's ch
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import hashlib
 import json
@@ -271,7 +272,7 @@ def _continued_lineage(
             "changes": recorded,
         }
         return lineage
-    lineage = json.loads(json.dumps(state.get("lineage") or new_lineage()))
+    lineage = copy.deepcopy(state.get("lineage") or new_lineage())
     lineage["resumes"].append({"iteration": iteration, "changes": recorded})
     return lineage
 

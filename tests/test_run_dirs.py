@@ -20,7 +20,7 @@ import torch
 from gan_lab.checkpoint_io import load_checkpoint_file
 from gan_lab.errors import UserError
 from gan_lab.report import collect
-from gan_lab.resume import ConfigDriftError, RunDirTaken, config_digest, may_change
+from gan_lab.resume import ConfigDriftError, RunDirTaken, config_digest, may_change, plan
 from gan_lab.run_dir import DoneRecord, read_done
 from gan_lab.run_lock import LOCK_FILE, RunDirInUse
 from gan_lab.train import train
@@ -202,6 +202,23 @@ def test_ckpt_path_last_finding_nothing_warns(tmp_path, caplog):
         run(tmp_path / "typo", *TOY, "train.iterations=2", "ckpt_path=last")
     [record] = [r for r in caplog.records if "does not exist" in r.getMessage()]
     assert record.levelno == logging.WARNING and "hydra.run.dir" in record.getMessage()
+
+
+def test_requeued_slurm_job_resumes_from_lightnings_hpc_checkpoint(finished, tmp_path, monkeypatch):
+    """Lightning's SLURM auto-requeue saves hpc_ckpt_<n>.ckpt and relaunches the same command,
+    without ckpt_path: that is a resume of the newest one, not a fresh run into a taken dir."""
+    run_dir = copy_of(finished, tmp_path)
+    (run_dir / "done").unlink()
+    for n in (1, 2):
+        shutil.copyfile(run_dir / "checkpoints" / "last.ckpt", run_dir / f"hpc_ckpt_{n}.ckpt")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    start = plan(compose_config(FULL, run_dir))
+    assert start.checkpoint == run_dir / "hpc_ckpt_2.ckpt" and not start.warm
+    assert start.iteration == 10 and start.changes == {"train.iterations": (10, 20)}
+    monkeypatch.delenv("SLURM_NTASKS")  # off SLURM the same command is a fresh run: refused
+    with pytest.raises(RunDirTaken):
+        plan(compose_config(FULL, run_dir))
 
 
 # ------------------------------------------------------------------ extending, warm starts
