@@ -34,7 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from gan_lab import run_dir as run_files
 from gan_lab.checkpoint_io import load_checkpoint_file
-from gan_lab.errors import BadFileError, UserError
+from gan_lab.errors import UserError
+from gan_lab.loading import stored_config
 from gan_lab.run_dir import DoneRecord
 
 log = logging.getLogger(__name__)
@@ -122,17 +123,14 @@ def plan(cfg: DictConfig) -> Start:
             )
             return Start(finished=done)
     checkpoint = _checkpoint_to_restore(cfg, run_dir)
-    if checkpoint is None or not run_files.is_own_checkpoint(run_dir, checkpoint):
+    warm = checkpoint is not None and not run_files.is_own_checkpoint(run_dir, checkpoint)
+    if checkpoint is None or warm:
         _claim_for_new_run(cfg, run_dir)
     if checkpoint is None:
         return Start()
     loaded = load_checkpoint_file(checkpoint, trust=cfg.trust_checkpoint)
-    state = loaded.get("gan_lab", {})
-    if state.get("config") is None:
-        raise BadFileError(
-            f"ckpt_path={cfg.ckpt_path}: {checkpoint} has no gan_lab config; pass a .ckpt "
-            "written by gan_lab.train"
-        )
+    stored = OmegaConf.to_container(stored_config(loaded, checkpoint))
+    state = loaded["gan_lab"]
     iteration = int(state.get("iteration", 0))
     if iteration >= budget:
         raise UserError(
@@ -140,12 +138,11 @@ def plan(cfg: DictConfig) -> Start:
             f"train.iterations={budget} leaves nothing to train; set train.iterations above "
             f"{iteration} to train on"
         )
-    changes = config_changes(state["config"], OmegaConf.to_container(cfg, resolve=True))
-    changes = _without_relocation(changes, state["config"], run_dir)
+    changes = config_changes(stored, OmegaConf.to_container(cfg, resolve=True))
+    changes = _without_relocation(changes, stored, run_dir)
     changes.pop("ckpt_path", None)  # a resume always names a checkpoint the stored run did not
     _check_changes(cfg, checkpoint, changes)
-    warm = not run_files.is_own_checkpoint(run_dir, checkpoint)
-    lineage = _continued_lineage(state, checkpoint, iteration, changes, warm)
+    lineage = _continued_lineage(stored, state.get("lineage"), checkpoint, iteration, changes, warm)
     if warm:
         log.warning(
             "warm start from %s (iteration %d) into the new run dir %s",
@@ -256,7 +253,8 @@ def _check_changes(cfg: DictConfig, checkpoint: Path, changes: dict[str, tuple])
 
 
 def _continued_lineage(
-    state: dict[str, Any],
+    stored: dict[str, Any],
+    stored_lineage: dict[str, Any] | None,
     checkpoint: Path,
     iteration: int,
     changes: dict[str, tuple],
@@ -268,11 +266,11 @@ def _continued_lineage(
         lineage["started_from"] = {
             "checkpoint": str(checkpoint.resolve()),
             "iteration": iteration,
-            "config_digest": config_digest(state["config"]),
+            "config_digest": config_digest(stored),
             "changes": recorded,
         }
         return lineage
-    lineage = copy.deepcopy(state.get("lineage") or new_lineage())
+    lineage = copy.deepcopy(stored_lineage or new_lineage())
     lineage["resumes"].append({"iteration": iteration, "changes": recorded})
     return lineage
 

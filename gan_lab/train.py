@@ -114,12 +114,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
         if run.trainer.is_global_zero and finished:
             _report(cfg, run.metrics)
-            config = run.module.config or OmegaConf.to_container(cfg, resolve=True)
             record = DoneRecord(
                 iterations=run.module.iteration,
                 metrics=run.metrics,
-                config_digest=config_digest(config),
-                config=config,
+                config_digest=config_digest(run.module.config),
+                config=run.module.config,
                 **run.module.lineage,  # started_from, resumes
             )
             write_done(cfg.paths.output_dir, record)
