@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from gan_lab.arguments import Count, Interval
+
 # The shipped configs, inside the package so that an installed gan_lab has them.
 CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+# Ranges of the run scalars (gan_lab.arguments): OmegaConf checks the type, validation the range.
+Decay = Annotated[float, Interval(gt=0, lt=1)]
+Seed = Annotated[int, Interval(ge=0, le=2**32 - 1)]  # what numpy and Lightning can seed
 
 
 @dataclass
@@ -23,20 +29,20 @@ class TrainSettings:
     cadence of metrics (``eval.every_n_iterations``, in gan_lab/conf/eval/*.yaml).
     """
 
-    iterations: int = 2000
-    k_d_steps: int = 1
-    log_every: int = 10
-    sample_every: int = 500
-    checkpoint_every: int = 500
+    iterations: Count = 2000
+    k_d_steps: Count = 1
+    log_every: Count = 10
+    sample_every: Count = 500
+    checkpoint_every: Count = 500
     # e.g. 0.999: samples and metrics from an EMA of G's weights.
-    ema_decay: Optional[float] = None  # noqa: UP045 - OmegaConf reads typing.Optional
+    ema_decay: Optional[Decay] = None  # noqa: UP045 - OmegaConf reads typing.Optional
     # Decay ramps as min(ema_decay, (1 + t) / (10 + t)) (gan_lab/ema.py).
     ema_warmup: bool = True
-    num_fixed_samples: int = 64
+    num_fixed_samples: Count = 64
     # Non-finite D or G loss: "stop" (keep the last good checkpoint) or "skip" (drop the update).
     on_nan: str = "stop"
-    nan_check_every: int = 10  # iterations between checks (each check is one host sync)
-    max_skips: int = 10  # with on_nan=skip, stop after this many skipped iterations
+    nan_check_every: Count = 10  # iterations between checks (each check is one host sync)
+    max_skips: Count = 10  # with on_nan=skip, stop after this many skipped iterations
     # Fast paths (see docs/benchmarks.md): torch.compile G and D; channels_last conv nets (GPU).
     compile: bool = False
     channels_last: bool = True
@@ -60,7 +66,7 @@ class RunConfig:
     """Root of ``gan_lab/conf/train.yaml``, which holds only the defaults list: every run scalar's
     default is here. Config groups are typed ``Any`` and checked by gan_lab.validation."""
 
-    seed: int = 0
+    seed: Seed = 0
     name: str = "gan"  # experiment presets set their own name
     # Resume: a .ckpt path, or `last` = <run dir>/checkpoints/last.ckpt (with hydra.run.dir).
     ckpt_path: Optional[str] = None  # noqa: UP045

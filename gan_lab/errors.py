@@ -33,6 +33,14 @@ class BadFileError(UserError, ValueError):
     """A file is there but unreadable: truncated, corrupt, or of another kind."""
 
 
+class ConfigError(UserError, ValueError):
+    """A config value breaks a rule; the message is ``key=value: rule``."""
+
+    def __init__(self, key: str, value: object, rule: str) -> None:
+        super().__init__(f"{key}={value}: {rule}")
+        self.key, self.value, self.rule = key, value, rule
+
+
 class DiskFullError(UserError, OSError):
     """The disk (or the user's quota) filled while a file was written; the file at the path is
     unchanged. ``errno`` is ENOSPC or EDQUOT, so ``except OSError`` code can still tell."""

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
+
+from gan_lab.arguments import Count, Interval, NonNegative
+
+# The fraction of the run over which the noise falls to 0.
+Until = Annotated[float, Interval(gt=0, le=1)]
 
 
 class InstanceNoise:
@@ -19,7 +26,7 @@ class InstanceNoise:
     D's inputs are noised in the D step and the G step; regularizers see the clean samples.
     """
 
-    def __init__(self, std: float, total: int, until: float = 0.25) -> None:
+    def __init__(self, std: NonNegative, total: Count, until: Until = 0.25) -> None:
         if std < 0:
             raise ValueError(f"instance_noise.std must be >= 0, got {std}")
         if total <= 0:

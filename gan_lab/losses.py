@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gan_lab.arguments import Positive
+
 # log D(x) = -softplus(-l) and log(1 - D(x)) = -softplus(l) for D(x) = sigmoid(l): exact and
 # finite for any logit, unlike log(sigmoid(l)).
 
@@ -114,7 +116,7 @@ class WassersteinLoss(GANLoss):
 
     needs_lipschitz_critic = True
 
-    def __init__(self, clip: float | None = 0.01) -> None:
+    def __init__(self, clip: Positive | None = 0.01) -> None:
         if clip is not None and not (clip > 0 and math.isfinite(clip)):
             raise ValueError(f"loss.clip must be a positive number or null, got {clip}")
         self.clip = clip

@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from gan_lab.arguments import Count
+
 
 class Prior:
     """A distribution over latent vectors of size ``dim``."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: Count) -> None:
         if int(dim) != dim or dim <= 0:
             raise ValueError(f"prior.dim must be a positive integer, got {dim}")
         self.dim = int(dim)
@@ -33,7 +35,7 @@ class GaussianPrior(Prior):
 class UniformPrior(Prior):
     """Uniform on [low, high]^dim; the 2014 paper's choice with [-1, 1]."""
 
-    def __init__(self, dim: int, low: float = -1.0, high: float = 1.0) -> None:
+    def __init__(self, dim: Count, low: float = -1.0, high: float = 1.0) -> None:
         super().__init__(dim)
         if not low < high:
             raise ValueError(f"prior.low must be < prior.high, got {low} >= {high}")

@@ -12,6 +12,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from gan_lab.arguments import Count, NonNegative
 from gan_lab.nets.packing import pack, pack_size
 
 
@@ -33,7 +34,7 @@ class Regularizer:
     lipschitz: ClassVar[bool] = False
     scope: ClassVar[str] = ""
 
-    def __init__(self, weight: float, every: int = 1) -> None:
+    def __init__(self, weight: NonNegative, every: Count = 1) -> None:
         self.weight, self.every = weight, every
 
     def __call__(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
@@ -46,7 +47,9 @@ class GradientPenalty(Regularizer):
     lipschitz = True
     scope = "on interpolates of real and fake samples"
 
-    def __init__(self, weight: float = 10.0, target: float = 1.0, every: int = 1) -> None:
+    def __init__(
+        self, weight: NonNegative = 10.0, target: NonNegative = 1.0, every: Count = 1
+    ) -> None:
         super().__init__(weight, every)
         self.target = target
 
@@ -65,7 +68,7 @@ class R1Penalty(Regularizer):
 
     scope = "on real data only"
 
-    def __init__(self, weight: float = 10.0, every: int = 1) -> None:
+    def __init__(self, weight: NonNegative = 10.0, every: Count = 1) -> None:
         super().__init__(weight, every)
 
     def __call__(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:

@@ -63,6 +63,9 @@ MAY_CHANGE = (
     "data.root",
     "data.download",
     "data.num_workers",
+    # Checkpoints from before image folders had the option lack it; "skip" leaves out only
+    # files that "error" would have stopped the old run on.
+    "data.bad_files",
     "name",
     "tags",
     "ckpt_path",

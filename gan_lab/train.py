@@ -52,6 +52,7 @@ def fit(cfg: DictConfig, start: Start | None = None) -> Run:
     """Fit one GAN as the config says, from ``start`` (by default ``gan_lab.resume.plan``)."""
     start = plan(cfg) if start is None else start
     with run_log():
+        validate(cfg)  # every declared value, before any part is built
         L.seed_everything(cfg.seed, workers=True)
         datamodule = build.build_datamodule(cfg)
         validate(cfg, datamodule)

@@ -1,10 +1,12 @@
 """Start-up checks of a composed run config: impossible values fail before any training.
 
 Hydra already rejects unknown group options (listing the valid ones) and unknown or mistyped
-keys of the ``RunConfig`` schema. ``validate`` adds the rules a schema cannot express, each
-failing with one line ``<key>=<value>: <rule>``, and fits the evaluation sample counts to
-``eval.max_samples`` and to the data (``limit_eval_samples``, ``fit_eval_to_data``), the only
-changes it makes to the config.
+keys of the ``RunConfig`` schema. ``validate`` checks every node against what the code it
+configures declares (``_check_nodes``, gan_lab.arguments: parameter names, type hints and the
+ranges declared in them), so a new option needs no rule here; this module holds only the rules
+between keys and against the data. Each failure is one line ``<key>=<value>: <rule>``. It also
+fits the evaluation sample counts to ``eval.max_samples`` and to the data
+(``limit_eval_samples``, ``fit_eval_to_data``), the only changes it makes to the config.
 """
 
 from __future__ import annotations
@@ -15,53 +17,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
+from gan_lab.config import RunConfig
+from gan_lab.config_nodes import check_nodes, target_of
 from gan_lab.data.base import METRIC_SUITES, GANDataModule, batch_shortfall
-from gan_lab.errors import UserError
+from gan_lab.errors import ConfigError
 from gan_lab.nan_guard import POLICIES
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(UserError, ValueError):
-    """A config value breaks a rule; the message is ``key=value: rule``."""
-
-    def __init__(self, key: str, value: Any, rule: str) -> None:
-        super().__init__(f"{key}={value}: {rule}")
-        self.key, self.value, self.rule = key, value, rule
-
-
-# Config nodes whose keys are constructor arguments of their ``_target_`` (the nets also get
-# their sizes from the prior and the data when built, gan_lab.build; a partial extractor
-# factory gets the datamodule when the evaluator first runs).
-ARGUMENT_NODES = (
-    "model.g",
-    "model.d",
-    "loss",
-    "prior",
-    "regularizer",
-    "instance_noise",
-    "eval.evaluator",
-    "eval.evaluator.extractor",
-)
-
-
-def _target(cfg: DictConfig, key: str) -> Any | None:
-    """The class (or function) the ``_target_`` of node ``key`` names; None for an empty node.
-
-    Rules read what a part declares about itself (class attributes), never its name.
-    """
-    node = OmegaConf.select(cfg, key)
-    if not isinstance(node, DictConfig) or not node.get("_target_"):
-        return None
-    try:
-        return get_object(node._target_)
-    except Exception as err:  # hydra's message spans lines and embeds a traceback
-        raise ConfigError(
-            f"{key}._target_", node._target_, "cannot be imported: give a module.Class path"
-        ) from err
 
 
 def _declared(target: Any, name: str) -> Any:
@@ -69,28 +33,6 @@ def _declared(target: Any, name: str) -> Any:
     classmethod (``_target_: pkg.Class.for_data``) declares through its class."""
     owner = target.__self__ if inspect.ismethod(target) else target
     return getattr(owner, name, None)
-
-
-def _check_arguments(cfg: DictConfig, key: str) -> None:
-    """Every key of node ``key`` must be an argument its ``_target_`` accepts."""
-    target = _target(cfg, key)
-    if target is None:
-        return
-    try:
-        parameters = inspect.signature(target).parameters
-    except (TypeError, ValueError):  # a builtin without a signature: nothing to check
-        return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    node = OmegaConf.select(cfg, key)
-    for name in node:
-        if not (name.startswith("_") and name.endswith("_")) and name not in parameters:
-            raise ConfigError(
-                f"{key}.{name}",
-                node[name],
-                f"{target.__qualname__} takes no argument {name!r}; it takes "
-                f"{', '.join(parameters)}",
-            )
 
 
 def _d_setting(cfg: DictConfig, key: str) -> Any:
@@ -114,17 +56,9 @@ def _at_least(cfg: DictConfig, key: str, minimum: int) -> None:
 
 
 def _check_train(cfg: DictConfig) -> None:
-    for key in ("k_d_steps", "iterations", "log_every", "sample_every", "checkpoint_every"):
-        _at_least(cfg, f"train.{key}", 1)
-    _at_least(cfg, "train.nan_check_every", 1)
-    _at_least(cfg, "train.max_skips", 1)
-    _at_least(cfg, "train.num_fixed_samples", 1)
-    train = cfg.train
-    if train.on_nan not in POLICIES:
-        raise ConfigError("train.on_nan", train.on_nan, f"must be one of {', '.join(POLICIES)}")
-    decay = train.ema_decay
-    if decay is not None and not 0.0 < decay < 1.0:
-        raise ConfigError("train.ema_decay", decay, "must be in (0, 1) or null")
+    # The ranges of train.* are declared in the schema (gan_lab.config.TrainSettings).
+    if cfg.train.on_nan not in POLICIES:
+        raise ConfigError("train.on_nan", cfg.train.on_nan, f"must be one of {', '.join(POLICIES)}")
 
 
 # Trainer flags a run config may not set: flag -> (why, what to set instead; ``{steps}`` is the
@@ -223,17 +157,16 @@ def _check_trainer(cfg: DictConfig) -> None:
 
 
 def _check_optimizers(cfg: DictConfig) -> None:
+    # torch's optimizers declare types but no ranges, and check theirs only when built with
+    # the nets' parameters (gan_lab.build builds them once at start-up to run those checks).
     for net in ("g", "d"):
         lr = cfg.optimizer[net].get("lr")
         if lr is not None and not (lr > 0 and math.isfinite(lr)):
             raise ConfigError(f"optimizer.{net}.lr", lr, "must be > 0")
 
 
-def _check_prior_and_loss(cfg: DictConfig) -> None:
-    dim = cfg.prior.get("dim")
-    if dim is not None and (not isinstance(dim, int) or dim <= 0):
-        raise ConfigError("prior.dim", dim, "latent dimension must be an integer > 0")
-    if getattr(_target(cfg, "loss"), "needs_lipschitz_critic", False):
+def _check_loss(cfg: DictConfig) -> None:
+    if getattr(target_of(cfg, "loss"), "needs_lipschitz_critic", False):
         _check_lipschitz_critic(cfg)
 
 
@@ -244,8 +177,6 @@ def _check_lipschitz_critic(cfg: DictConfig) -> None:
     clip = cfg.loss.get("clip")
     spectral_norm = bool(_d_setting(cfg, "spectral_norm"))
     if clip is not None:
-        if not clip > 0:
-            raise ConfigError("loss.clip", clip, "must be > 0 or null")
         if spectral_norm:
             # SN divides the stored weight by its norm: clipping that weight bounds nothing,
             # and shrinking it scales the gradient SN passes back by 1 / norm (runs went NaN).
@@ -257,7 +188,7 @@ def _check_lipschitz_critic(cfg: DictConfig) -> None:
                 "model.d.spectral_norm=true",
             )
         return
-    regularizer = _target(cfg, "regularizer")
+    regularizer = target_of(cfg, "regularizer")
     if getattr(regularizer, "lipschitz", False) or spectral_norm:
         return
     rule = "the wasserstein loss needs a Lipschitz critic: "
@@ -276,10 +207,8 @@ def _check_batch(cfg: DictConfig, datamodule: GANDataModule | None) -> None:
     batch_size = cfg.data.get("batch_size")
     if batch_size is None:
         return
-    _at_least(cfg, "data.batch_size", 1)
     pack = _d_setting(cfg, "pack")
     if pack is not None:
-        _integer("model.d.pack", pack, 1)
         if batch_size % pack:
             raise ConfigError("model.d.pack", pack, f"must divide data.batch_size={batch_size}")
     size = datamodule.num_samples("train") if datamodule is not None else None
@@ -291,7 +220,7 @@ def _check_model(cfg: DictConfig, datamodule: GANDataModule | None) -> None:
     shape = tuple(datamodule.sample_shape) if datamodule is not None else None
     for key in ("model.g", "model.d"):
         # A net that declares ``resolutions`` takes square images (C, R, R) at one of them.
-        net = _target(cfg, key)
+        net = target_of(cfg, key)
         resolutions = getattr(net, "resolutions", None)
         if resolutions is None:
             continue
@@ -308,19 +237,14 @@ def _check_model(cfg: DictConfig, datamodule: GANDataModule | None) -> None:
                 resolution,
                 f"{net.__name__} supports resolutions {', '.join(map(str, resolutions))}",
             )
-    for key in ARGUMENT_NODES:
-        _check_arguments(cfg, key)
 
 
 def _check_eval(cfg: DictConfig, datamodule: GANDataModule | None) -> None:
-    _at_least(cfg, "eval.every_n_iterations", 0)
+    # eval.every_n_iterations and the evaluator's counts are declared by the classes they
+    # configure (the Evaluation callback, gan_lab.metrics.evaluation.Evaluator); max_samples is
+    # read here alone.
     _at_least(cfg, "eval.max_samples", 1)
-    evaluator = OmegaConf.select(cfg, "eval.evaluator")
-    if evaluator is None:
-        return
-    for key in ("num_real", "num_fake", "batch_size", "kid_subset_size"):
-        _at_least(cfg, f"eval.evaluator.{key}", 1)
-    if datamodule is None:
+    if OmegaConf.select(cfg, "eval.evaluator") is None or datamodule is None:
         return
     _note_eval_cadence(cfg)  # once per run: validate is called without, then with, the data
     if datamodule.metrics not in METRIC_SUITES:
@@ -360,7 +284,7 @@ def _check_extractor(cfg: DictConfig, datamodule: GANDataModule) -> None:
     # has no features for data that declares none, unless it is given weights of its own.
     # Only the "features" suite (image data) runs the extractor; toy suites leave it unused.
     key = "eval.evaluator.extractor"
-    needs_classifier = _declared(_target(cfg, key), "needs_data_classifier")
+    needs_classifier = _declared(target_of(cfg, key), "needs_data_classifier")
     if not needs_classifier or datamodule.metrics != "features":
         return
     weights = OmegaConf.select(cfg, f"{key}.weights")
@@ -419,7 +343,7 @@ def fit_eval_to_data(cfg: DictConfig, datamodule: GANDataModule) -> None:
     evaluator = OmegaConf.select(cfg, "eval.evaluator")
     if evaluator is None or evaluator.get("num_real") is None:
         return
-    split = _declared(_target(cfg, "eval.evaluator"), "real_split")
+    split = _declared(target_of(cfg, "eval.evaluator"), "real_split")
     size = datamodule.num_samples(split) if split is not None else None
     num_real = evaluator.num_real
     if size is None or num_real <= size:
@@ -446,10 +370,11 @@ def validate(cfg: DictConfig, datamodule: GANDataModule | None = None) -> None:
     ``fit_eval_to_data`` clamps ``eval.evaluator.num_real`` to the evaluator's real split: the
     only changes ``validate`` makes to ``cfg``, made before the module stores its config.
     """
+    check_nodes(cfg, RunConfig)
     _check_train(cfg)
     _check_trainer(cfg)
     _check_optimizers(cfg)
-    _check_prior_and_loss(cfg)
+    _check_loss(cfg)
     _check_model(cfg, datamodule)
     # Before the batch check, which loads the data: a config that cannot work says so even
     # where the data is not there yet.

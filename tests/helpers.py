@@ -166,3 +166,25 @@ def run_cli(*args: str, timeout: float = 100, cwd: Path | None = None) -> Any:
         cwd=cwd or Path(__file__).resolve().parents[1],
         env=env,
     )
+
+
+def write_images(root: Path, names: list[str], size: tuple[int, int] = (8, 8)) -> list[Path]:
+    """Random RGB images at ``root/<name>`` for each name (sub-folders made as needed), saved in
+    the format the extension says (.png, .jpg ...); returns their paths in ``names``' order."""
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    paths = []
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def truncate(path: Path, keep: float = 0.5) -> Path:
+    """Cut ``path`` to the first ``keep`` of its bytes, as an interrupted copy leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path

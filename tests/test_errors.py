@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from gan_lab import evaluate, report
-from gan_lab.errors import MissingFileError, UserError, reported_as_one_line
+from gan_lab.errors import MissingFileError, UserError, one_line, reported_as_one_line
+from gan_lab.gan_module import GANModule
 from gan_lab.train import train
 from tests import processes
 
@@ -41,7 +42,168 @@ def _assert_one_line(stderr: str, program: str, *names: str) -> None:
         assert name in errors[0], errors[0]
 
 
-# (overrides of `python -m gan_lab.train`, exit status, what the one line must name)
+# Bad values for `python -m gan_lab.train experiment=ring_mlp ...`, one or more per numeric key
+# of every config group: (overrides, what the one line must name). Each must end the run before
+# training with exit status 1 and one line naming the key, through gan_lab.errors.UserError. The
+# ranges come from what each class declares (gan_lab.arguments); the rows marked "built" come
+# from a constructor's own check (torch, Lightning, a rule between arguments), reported under
+# its node's key by gan_lab.build.
+LR_DECAY = "+callbacks.lr_decay._target_=gan_lab.callbacks.lr_decay.LinearLRDecay"
+DIGITS = ["experiment=digits_dcgan", "model.g.base_channels=4", "model.d.base_channels=4"]
+BAD_VALUES: dict[str, tuple[list[str], list[str]]] = {
+    # train (the schema, gan_lab.config.TrainSettings) and the root
+    "train.iterations": (["train.iterations=0"], ["train.iterations=0", "integer >= 1"]),
+    "train.k_d_steps": (["train.k_d_steps=0"], ["train.k_d_steps=0", "integer >= 1"]),
+    "train.log_every": (["train.log_every=0"], ["train.log_every=0"]),
+    "train.sample_every": (["train.sample_every=0"], ["train.sample_every=0"]),
+    "train.checkpoint_every": (["train.checkpoint_every=-5"], ["train.checkpoint_every=-5"]),
+    "train.ema_decay": (["train.ema_decay=1.5"], ["train.ema_decay=1.5", "in (0, 1)"]),
+    "train.num_fixed_samples": (["train.num_fixed_samples=0"], ["train.num_fixed_samples=0"]),
+    "train.nan_check_every": (["train.nan_check_every=0"], ["train.nan_check_every=0"]),
+    "train.max_skips": (["train.max_skips=0"], ["train.max_skips=0"]),
+    "train.on_nan": (["train.on_nan=ignore"], ["train.on_nan=ignore", "stop, skip"]),
+    "seed": (["seed=-1"], ["seed=-1", "integer in [0, 4294967295]"]),
+    # data
+    "data.n_modes": (["data.n_modes=0"], ["data.n_modes=0", "integer >= 1"]),
+    "data.radius": (["data.radius=0"], ["data.radius=0", "number > 0"]),
+    "data.std": (["data.std=-1"], ["data.std=-1", "number > 0"]),
+    "data.batch_size": (["data.batch_size=0"], ["data.batch_size=0", "integer >= 1"]),
+    "data.batch_size word": (["data.batch_size=abc"], ["data.batch_size=abc", "integer"]),
+    "data.batch_size fraction": (["data.batch_size=7.5"], ["data.batch_size=7.5", "integer"]),
+    "data.batch_size too big": (
+        [*DIGITS, "data.batch_size=1000", "train.k_d_steps=2"],
+        ["data.batch_size=1000", "1438 training samples"],
+    ),
+    "gaussian_1d data.std": (["data=gaussian_1d", "prior.dim=1", "data.std=0"], ["data.std=0"]),
+    "grid data.n": (["data=grid", "data.n=0"], ["data.n=0", "integer >= 1"]),
+    "grid data.spacing": (["data=grid", "data.spacing=-2"], ["data.spacing=-2"]),
+    "digits data.resolution": ([*DIGITS, "data.resolution=24"], ["data.resolution=24"]),
+    "fashion_mnist data.root": (
+        ["data=fashion_mnist", "model.g.output_tanh=true", "data.root={tmp}/nonexistent"],
+        ["data.root", "nonexistent"],
+    ),
+    "image_folder data.root unset": (["data=image_folder", "model=dcgan"], ["data.root=???"]),
+    # model
+    "model.g.hidden": (["model.g.hidden=[-4]"], ["model.g.hidden=[-4]", "integer >= 1"]),
+    "model.d.hidden": (["model.d.hidden=[16,0]"], ["model.d.hidden=[16, 0]"]),
+    "model.d.dropout": (["model.d.dropout=1.5"], ["model.d.dropout=1.5", "in [0, 1)"]),
+    "model.d.pack": (["model.d.pack=0"], ["model.d.pack=0", "integer >= 1"]),
+    "model.d.pack divides": (["model.d.pack=3", "data.batch_size=8"], ["model.d.pack=3"]),
+    "model.g.skip": (["model.g.skip=true", "prior.dim=3"], ["model.g", "skip"]),  # built
+    "model.g.base_channels": ([*DIGITS, "model.g.base_channels=0"], ["model.g.base_channels=0"]),
+    "model.d.base_channels": ([*DIGITS, "model.d.base_channels=-1"], ["model.d.base_channels=-1"]),
+    "model.g unknown key": (["+model.g.channels=3"], ["model.g.channels=3", "takes no argument"]),
+    # loss and prior
+    "loss.clip": (["loss=wasserstein", "loss.clip=-1"], ["loss.clip=-1", "null or a number > 0"]),
+    "loss unknown key": (["+loss.margin=1"], ["loss.margin=1", "takes no argument"]),
+    "prior.dim": (["prior.dim=0"], ["prior.dim=0", "integer >= 1"]),
+    "prior.low": (["prior=uniform", "prior.low=2"], ["prior=", "prior.low must be < prior.high"]),
+    # optimizers
+    "optimizer.g.lr word": (["optimizer.g.lr=abc"], ["optimizer.g.lr=abc", "must be a number"]),
+    "optimizer.d.lr": (["optimizer.d.lr=-0.001"], ["optimizer.d.lr=-0.001", "must be > 0"]),
+    "optimizer.g.betas": (["optimizer.g.betas=[1.5,0.999]"], ["optimizer.g", "beta"]),  # built
+    "optimizer.d.weight_decay": (["+optimizer.d.weight_decay=-1"], ["optimizer.d", "weight_decay"]),
+    "optimizer.d.momentum": (
+        ["optimizer@optimizer.d=sgd_momentum", "optimizer.d.momentum=-1"],
+        ["optimizer.d", "momentum"],  # built
+    ),
+    # regularizer and instance noise
+    "regularizer.weight": (["regularizer=r1", "regularizer.weight=-1"], ["regularizer.weight=-1"]),
+    "regularizer.every": (["regularizer=r1", "regularizer.every=0"], ["regularizer.every=0"]),
+    "regularizer.target": (
+        ["regularizer=gradient_penalty", "regularizer.target=-1"],
+        ["regularizer.target=-1", "number >= 0"],
+    ),
+    "instance_noise.std": (["instance_noise=gaussian", "instance_noise.std=-1"], ["noise.std=-1"]),
+    "instance_noise.until": (
+        ["instance_noise=gaussian", "instance_noise.until=2"],
+        ["instance_noise.until=2", "in (0, 1]"],
+    ),
+    # eval
+    "eval.every_n_iterations": (["eval.every_n_iterations=-1"], ["eval.every_n_iterations=-1"]),
+    "eval.max_samples": (["+eval.max_samples=0"], ["eval.max_samples=0"]),
+    "eval.evaluator.num_real": (["eval.evaluator.num_real=0"], ["eval.evaluator.num_real=0"]),
+    "eval.evaluator.num_fake": (["eval.evaluator.num_fake=-3"], ["eval.evaluator.num_fake=-3"]),
+    "eval.evaluator.batch_size": (["eval.evaluator.batch_size=0"], ["evaluator.batch_size=0"]),
+    "eval.evaluator.kid_subset_size": (
+        ["eval.evaluator.kid_subset_size=0"],
+        ["eval.evaluator.kid_subset_size=0"],
+    ),
+    # callbacks
+    "callbacks.samples.num_toy_samples": (
+        ["+callbacks.samples.num_toy_samples=0"],
+        ["callbacks.samples.num_toy_samples=0"],
+    ),
+    "callbacks.checkpoint.mode": (
+        ["callbacks.checkpoint.mode=maximum"],
+        ["callbacks.checkpoint.mode=maximum", "one of min, max"],
+    ),
+    "lr_decay final": (
+        [LR_DECAY, "+callbacks.lr_decay.total=300", "+callbacks.lr_decay.final=1e9"],
+        ["callbacks.lr_decay.final=1000000000.0", "in [0, 1]"],
+    ),
+    "lr_decay start": (
+        [LR_DECAY, "+callbacks.lr_decay.total=300", "+callbacks.lr_decay.start=1"],
+        ["callbacks.lr_decay.start=1", "in [0, 1)"],
+    ),
+    "lr_decay total": ([LR_DECAY, "+callbacks.lr_decay.total=0"], ["callbacks.lr_decay.total=0"]),
+    # trainer
+    "trainer.precision": (["trainer.precision=99"], ["trainer.precision=99", "32-true"]),
+    "trainer.devices": (["trainer.devices=0"], ["trainer=", "devices"]),  # built
+    "trainer.max_steps": (["+trainer.max_steps=100"], ["trainer.max_steps=100"]),
+}
+
+
+def _train_main(args: list[str], run_dir: Path, capsys) -> tuple[int | str | None, str]:
+    """``python -m gan_lab.train ARGS`` in this process (Hydra's CLI handling included): its
+    exit status and stderr."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from gan_lab import train as train_module
+
+    GlobalHydra.instance().clear()
+    argv = ["gan_lab.train", *args, "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", argv)
+        try:
+            train_module.main()
+            code = 0
+        except SystemExit as exit_info:
+            code = exit_info.code
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    def training_step(*args, **kwargs):
+        raise AssertionError("training started although the config is invalid")
+
+    monkeypatch.setattr(GANModule, "training_step", training_step)
+
+
+def test_table_has_a_bad_value_per_numeric_key():
+    assert len(BAD_VALUES) >= 40
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_bad_value_is_one_line_before_training(case, tmp_path, capsys, monkeypatch, no_training):
+    overrides, names = BAD_VALUES[case]
+    args = ["experiment=ring_mlp", *[o.format(tmp=tmp_path) for o in overrides]]
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    code, stderr = _train_main(args, tmp_path / "run", capsys)
+    assert code == 1, stderr[-3000:]
+    _assert_one_line(stderr, "gan_lab.train", *names)
+    written = {p.name for p in (tmp_path / "run").rglob("*")}
+    assert not written & {"metrics.csv", "last.ckpt", "done"}, written
+    # HYDRA_FULL_ERROR=1: the same error, raised with its traceback.
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(UserError) as error:
+        _train_main(args, tmp_path / "run_full", capsys)
+    assert one_line(error.value) in stderr
+
+
+# Rows that run `python -m gan_lab.train` as a real process: (overrides, exit status, names).
 TRAIN_ERRORS = {
     "impossible value": (["train.k_d_steps=0"], 1, ["train.k_d_steps=0", ">= 1"]),
     "not a number": (["data.batch_size=abc"], 1, ["data.batch_size=abc", "integer"]),

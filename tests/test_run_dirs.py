@@ -163,6 +163,7 @@ def test_rules_cover_the_documented_keys():
         "trainer.devices",
         "data.num_workers",
         "data.root",
+        "data.bad_files",
     ):
         assert may_change(key), key
     for key in (

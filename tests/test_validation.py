@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Annotated
 
+import lightning as L
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 
+from gan_lab.arguments import Count, Interval
 from gan_lab.build import build_datamodule, build_module
 from gan_lab.data.images import ImageDataModule
 from gan_lab.data.toy import Ring
@@ -29,7 +32,7 @@ BAD = [
     ([*TOY, "train.log_every=0"], "train.log_every=0", "must be an integer >= 1"),
     ([*TOY, "train.checkpoint_every=-5"], "train.checkpoint_every=-5", "must be an integer >= 1"),
     ([*TOY, "train.nan_check_every=0"], "train.nan_check_every=0", "must be an integer >= 1"),
-    ([*TOY, "prior.dim=0"], "prior.dim=0", "latent dimension must be an integer > 0"),
+    ([*TOY, "prior.dim=0"], "prior.dim=0", "must be an integer >= 1"),
     (
         [*TOY, "loss=wasserstein", "loss.clip=null"],
         "loss.clip=None",
@@ -41,7 +44,7 @@ BAD = [
         "loss.clip=None",
         "R1Penalty does not make the critic Lipschitz (it acts on real data only)",
     ),
-    ([*TOY, "loss=wasserstein", "loss.clip=0"], "loss.clip=0", "must be > 0 or null"),
+    ([*TOY, "loss=wasserstein", "loss.clip=0"], "loss.clip=0", "must be null or a number > 0"),
     (
         # SN rescales whatever clipping leaves: clipping constrains nothing and shrinks the
         # stored weights, multiplying their effective learning rate (fuzz draw 145 went NaN).
@@ -50,7 +53,7 @@ BAD = [
         "set loss.clip=null with model.d.spectral_norm=true",
     ),
     ([*TOY, "train.on_nan=ignore"], "train.on_nan=ignore", "must be one of stop, skip"),
-    ([*TOY, "train.ema_decay=1.5"], "train.ema_decay=1.5", "must be in (0, 1)"),
+    ([*TOY, "train.ema_decay=1.5"], "train.ema_decay=1.5", "must be null or a number in (0, 1)"),
     ([*TOY, "model.d.pack=3"], "model.d.pack=3", "divide data.batch_size=8"),
     ([*TOY, "data.batch_size=0"], "data.batch_size=0", "must be an integer >= 1"),
     # The data group is untyped: a word or a fraction is refused by name, not by a TypeError.
@@ -230,3 +233,37 @@ def test_classifier_features_need_data_that_declares_a_classifier(make_config):
     validate(make_config(*dcgan, "eval=none"), _NoClassifierImages())
     weights = f"eval.evaluator.extractor.weights={classifier_weights_for('digits')}"
     validate(make_config(*dcgan, weights), _NoClassifierImages())
+
+
+class PlateauStop(L.Callback):
+    """A callback a user adds: its ranges are declared in its signature, nowhere else."""
+
+    def __init__(
+        self, patience: Count = 5, min_delta: Annotated[float, Interval(gt=0, lt=1)] = 0.1
+    ):
+        self.patience, self.min_delta = patience, min_delta
+
+
+def test_a_new_option_is_validated_by_its_declarations(make_config, tmp_path):
+    """A config group gan_lab has never seen (in a folder on Hydra's search path) with an option
+    whose class declares its ranges: a bad value is refused by key, with no change to
+    gan_lab.validation."""
+    group = tmp_path / "extra_conf" / "stopping"
+    group.mkdir(parents=True)
+    (group / "plateau.yaml").write_text(
+        "_target_: tests.test_validation.PlateauStop\npatience: 5\nmin_delta: 0.1\n"
+    )
+    option = [f"hydra.searchpath=[file://{group.parent}]", "+stopping@callbacks.stop=plateau"]
+    validate(make_config(*TOY, *option))
+    for bad, message in [
+        (
+            "callbacks.stop.min_delta=1.5",
+            "callbacks.stop.min_delta=1.5: must be a number in (0, 1)",
+        ),
+        ("callbacks.stop.patience=0", "callbacks.stop.patience=0: must be an integer >= 1"),
+        ("callbacks.stop.patience=soon", "callbacks.stop.patience=soon: must be an integer >= 1"),
+        ("+callbacks.stop.paitence=3", "callbacks.stop.paitence=3: PlateauStop takes no argument"),
+    ]:
+        with pytest.raises(ConfigError) as error:
+            validate(make_config(*TOY, *option, bad))
+        assert str(error.value).startswith(message), str(error.value)

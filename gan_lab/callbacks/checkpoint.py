@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 
+from gan_lab.arguments import Count
 from gan_lab.checkpoint_io import link_or_copy, remove_stale_temp_files
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,10 @@ class IterationCheckpoint(Checkpoint):
     def __init__(
         self,
         dirpath: str,
-        every_n_iterations: int = 500,
+        every_n_iterations: Count = 500,
         keep_periodic: bool = True,
         monitor: str | None = None,
-        mode: str = "min",
+        mode: Literal["min", "max"] = "min",
     ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"checkpoint mode must be 'min' or 'max', got {mode!r}")

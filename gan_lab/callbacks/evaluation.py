@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from gan_lab.arguments import NonNegativeInt
 from gan_lab.metrics.evaluation import Evaluator
 
 
@@ -19,7 +20,9 @@ class Evaluation(L.Callback):
     checkpoint callback reads them.
     """
 
-    def __init__(self, evaluator: Evaluator | None, every_n_iterations: int = 1000) -> None:
+    def __init__(
+        self, evaluator: Evaluator | None, every_n_iterations: NonNegativeInt = 1000
+    ) -> None:
         self.evaluator = evaluator
         self.every_n_iterations = every_n_iterations
 

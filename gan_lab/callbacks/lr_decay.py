@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import lightning as L
+
+from gan_lab.arguments import Count, Fraction, Interval
+
+# Where the decay begins, as a fraction of `total` (1 would leave no room to decay).
+Start = Annotated[float, Interval(ge=0, lt=1)]
 
 
 class LinearLRDecay(L.Callback):
@@ -14,7 +19,7 @@ class LinearLRDecay(L.Callback):
     high-quality share). Counts GAN iterations (``GANModule.iteration``), not ``global_step``.
     """
 
-    def __init__(self, total: int, start: float = 0.5, final: float = 0.0) -> None:
+    def __init__(self, total: Count, start: Start = 0.5, final: Fraction = 0.0) -> None:
         if total <= 0:
             raise ValueError(f"total must be a positive number of iterations, got {total}")
         if not 0.0 <= start < 1.0:

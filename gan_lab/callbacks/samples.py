@@ -12,6 +12,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from gan_lab.arguments import Count
+
 # Grids of small images are enlarged (nearest neighbour, whole pixels) until each image is at
 # least MIN_IMAGE_SIZE px, by at most MAX_UPSCALE: 8x8 digits x4 (a 274 px grid of 64), 28x28
 # Fashion-MNIST x2, 32x32 and larger images as they are. A viewer's own smoothing blurs an 82 px
@@ -74,7 +76,9 @@ class SampleGrid(L.Callback):
     from the datamodule's own seeded generator, so drawing never touches the training RNG.
     """
 
-    def __init__(self, dirpath: str, every_n_iterations: int = 500, num_toy_samples: int = 2000):
+    def __init__(
+        self, dirpath: str, every_n_iterations: Count = 500, num_toy_samples: Count = 2000
+    ) -> None:
         self.dirpath = Path(dirpath)
         self.every_n_iterations = every_n_iterations
         self.num_toy_samples = num_toy_samples

@@ -8,6 +8,8 @@ from typing import ClassVar
 import lightning as L
 from torch import Tensor
 
+from gan_lab.arguments import Count
+
 SPLITS = ("train", "val", "test")
 
 # What ``GANDataModule.metrics`` may declare; see its docstring for what each suite needs.
@@ -57,9 +59,9 @@ class GANDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        batch_size: int,
+        batch_size: Count,
         seed: int = 0,
-        batches_per_step: int = 1,
+        batches_per_step: Count = 1,
         in_memory: bool = True,
     ) -> None:
         super().__init__()

@@ -7,10 +7,9 @@ stream, so even 64x64 Fashion-MNIST stays ~250 MB.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -18,10 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
+from gan_lab.arguments import Count, NonNegativeInt
 from gan_lab.data.base import GANDataModule, check_split
 from gan_lab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, REGET_HINT, read_idx
+from gan_lab.data.image_files import BAD_FILES, ImageFiles, checked_images
 from gan_lab.data.streams import LoaderStream, TensorBatchStream, to_unit_range
-from gan_lab.errors import BadFileError, MissingFileError
+from gan_lab.errors import BadFileError, ConfigError, MissingFileError
 
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 _FASHION_FILES = {
@@ -81,16 +82,18 @@ def load_fashion_mnist(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fashion-MNIST as uint8 images (N, 28, 28) and int64 labels (N,).
 
-    Looks in ``root`` (and torchvision's ``root/FashionMNIST/raw``), then in
-    /usr/share/datasets/fashion-mnist (Debian ``dataset-fashion-mnist``), then downloads into
-    ``root`` (default ./data) with torchvision if ``download``; else raises FileNotFoundError.
+    Looks in ``root`` (and torchvision's ``root/FashionMNIST/raw``) or, with ``root=None``, in
+    /usr/share/datasets/fashion-mnist (Debian ``dataset-fashion-mnist``); downloads into ``root``
+    (default ./data) with torchvision if ``download``; else raises ``MissingFileError``. A root
+    that lacks the files is never replaced by the system copy: the run would train on other
+    data than the one asked for.
     """
     split = _canonical_split(split)
     image_name, label_name = _FASHION_FILES[split]
-    searched = []
     if root is not None:
-        searched += [root, os.path.join(root, "FashionMNIST", "raw")]
-    searched.append(FASHION_MNIST_SYSTEM_DIR)
+        searched = [root, os.path.join(root, "FashionMNIST", "raw")]
+    else:
+        searched = [FASHION_MNIST_SYSTEM_DIR]
     for directory in searched:
         image_path, label_path = _find_idx(directory, image_name), _find_idx(directory, label_name)
         if image_path and label_path:
@@ -109,9 +112,17 @@ def load_fashion_mnist(
         with _download_errors("FashionMNIST", download_root):
             TorchvisionFashionMNIST(download_root, train=split == "train", download=True)
         return load_fashion_mnist(download_root, split, download=False)
+    files = f"Fashion-MNIST {split} files ({image_name}[.gz], {label_name}[.gz])"
+    if root is None:
+        raise MissingFileError(
+            f"{files} not found; searched {', '.join(searched)}. To fix: {REGET_HINT}"
+        )
+    where = "does not exist" if not os.path.isdir(root) else f"holds no {files}"
     raise MissingFileError(
-        f"Fashion-MNIST {split} files ({image_name}[.gz], {label_name}[.gz]) not found; searched "
-        f"{', '.join(searched)}. To fix: {REGET_HINT}"
+        f"data.root={root}: {os.path.abspath(root)} {where} (looked in it and in "
+        f"{os.path.join(root, 'FashionMNIST', 'raw')}). To fix: set data.root=DIR holding the "
+        f"IDX files, data.download=true to download them into it when online, or data.root=null "
+        f"to use {FASHION_MNIST_SYSTEM_DIR} (apt-get install dataset-fashion-mnist)"
     )
 
 
@@ -129,11 +140,11 @@ class ImageDataModule(GANDataModule):
 
     def __init__(
         self,
-        batch_size: int = 64,
+        batch_size: Count = 64,
         seed: int = 0,
-        batches_per_step: int = 1,
+        batches_per_step: Count = 1,
         in_memory: bool = True,
-        num_workers: int = 0,
+        num_workers: NonNegativeInt = 0,
         device_resident: bool = False,
     ) -> None:
         super().__init__(batch_size, seed, batches_per_step, in_memory)
@@ -215,7 +226,9 @@ class Digits(ImageDataModule):
 
     classifier = "digits"
 
-    def __init__(self, resolution: int | None = None, batch_size: int = 64, **kwargs: Any) -> None:
+    def __init__(
+        self, resolution: Count | None = None, batch_size: Count = 64, **kwargs: Any
+    ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
         self.resolution = resolution or 8
         self.sample_shape = (1, self.resolution, self.resolution)
@@ -235,8 +248,8 @@ class FashionMNIST(ImageDataModule):
         self,
         root: str | None = None,
         download: bool = False,
-        resolution: int = 28,
-        batch_size: int = 64,
+        resolution: Count = 28,
+        batch_size: Count = 64,
         **kwargs: Any,
     ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
@@ -280,11 +293,11 @@ class TorchvisionImages(ImageDataModule):
 
     def __init__(
         self,
-        name: str = "MNIST",
+        name: Literal["MNIST", "FashionMNIST", "CIFAR10"] = "MNIST",
         root: str = "data",
         download: bool = False,
-        resolution: int | None = None,
-        batch_size: int = 64,
+        resolution: Count | None = None,
+        batch_size: Count = 64,
         **kwargs: Any,
     ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
@@ -318,8 +331,12 @@ class TorchvisionImages(ImageDataModule):
 
 
 class ImageFolderImages(ImageDataModule):
-    """Images under ``root/<class>/*.png|jpg`` (torchvision ``ImageFolder`` layout).
+    """Every image file under ``root``: a flat folder, class sub-folders ``root/<class>/<image>``
+    (torchvision's ``ImageFolder`` layout, read in its order) or deeper; hidden files skipped.
 
+    The files are found and checked once, when the datamodule is first asked for its data (at
+    start-up, by validation): unreadable ones raise ``BadFileError`` naming them, or are left
+    out with ``bad_files="skip"`` (see ``gan_lab.data.image_files.checked_images``).
     Every split reads the same folder (there is no held-out set), so metrics compare with
     training images. Images are resized (shorter side) and center-cropped to ``resolution``.
     """
@@ -327,38 +344,46 @@ class ImageFolderImages(ImageDataModule):
     def __init__(
         self,
         root: str,
-        resolution: int = 64,
-        channels: int = 3,
-        batch_size: int = 64,
+        resolution: Count = 64,
+        channels: Literal[1, 3] = 3,
+        batch_size: Count = 64,
+        bad_files: Literal["error", "skip"] = "error",
         **kwargs: Any,
     ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if bad_files not in BAD_FILES:
+            raise ConfigError(
+                "data.bad_files",
+                bad_files,
+                "must be 'error' (stop and name the unreadable files) or 'skip' (train on the "
+                "rest)",
+            )
         self.root = root
         self.resolution = resolution
         self.channels = channels
+        self.bad_files = bad_files
         self.sample_shape = (channels, resolution, resolution)
+        self._paths: list[str] | None = None
 
-    def _dataset(self, split: str) -> Dataset:
+    def image_paths(self) -> list[str]:
+        """The readable image files under ``root``, found and checked on first use only."""
+        if self._paths is None:
+            self._paths = checked_images(self.root, self.bad_files)
+        return self._paths
+
+    def _transform(self) -> Callable[[Any], Tensor]:
         from torchvision import transforms
-        from torchvision.datasets import ImageFolder
 
-        if not Path(self.root).is_dir():
-            raise MissingFileError(
-                f"data.root={self.root}: image folder {os.path.abspath(self.root)} does not exist"
-            )
         steps = [transforms.Resize(self.resolution), transforms.CenterCrop(self.resolution)]
         if self.channels == 1:
-            steps.append(transforms.Grayscale(1))
+            steps.append(transforms.Grayscale(1))  # after the crop, as before: same pixels
         steps.append(transforms.PILToTensor())  # uint8; scaled to [-1, 1] per batch
-        try:
-            return ImageFolder(self.root, transform=transforms.Compose(steps))
-        except FileNotFoundError as err:  # no class sub-folders or no image files
-            raise MissingFileError(
-                f"no images found in {os.path.abspath(self.root)}: expected the ImageFolder "
-                f"layout {self.root}/<class>/<image>.png ({err})"
-            ) from err
+        return transforms.Compose(steps)
+
+    def _dataset(self, split: str) -> Dataset:
+        return ImageFiles(self.image_paths(), self._transform())
 
     def _load(self, split: str) -> Tensor:
         dataset = self._dataset(split)

@@ -11,6 +11,10 @@ read ahead; its state counts the yields handed out, not the batches its workers 
 
 from __future__ import annotations
 
+import atexit
+import functools
+import multiprocessing
+import os
 import signal
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,6 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from gan_lab.data.base import batch_shortfall
+from gan_lab.errors import UserError
 
 
 def to_unit_range(x: Tensor) -> Tensor:
@@ -257,16 +262,48 @@ class LoaderStream(_StatefulStream):
             batch_sampler=_IndexBatches(self.order.copy()),
             num_workers=self.num_workers,
             generator=self._worker_seeds,
-            worker_init_fn=_ignore_stop_signals,
+            worker_init_fn=functools.partial(_ignore_stop_signals, exiting=_ExitFlag.event()),
         )
-        for item in loader:
-            self.order.take()  # one yield consumed; the sampler's copy is ahead by the prefetch
-            # Datasets such as ImageFolder yield (image, label); the GAN needs images only.
-            x = item[0] if isinstance(item, list | tuple) else item
-            yield self._steps(self.transform(x))
+        try:
+            for item in loader:
+                self.order.take()  # one yield consumed; the sampler's copy is ahead by the prefetch
+                # Datasets such as ImageFolder yield (image, label); the GAN needs images only.
+                x = item[0] if isinstance(item, list | tuple) else item
+                yield self._steps(self.transform(x))
+        except UserError as error:  # a bad file, named by the dataset inside a worker
+            raise type(error)(_worker_message(error)) from None
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
+def _worker_message(error: UserError) -> str:
+    """The message a dataset raised inside a DataLoader worker: torch re-raises it with the
+    worker's traceback prepended, whose last line is the original ``Class: message``."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    return text.rstrip().splitlines()[-1].partition(": ")[2] or text
+
+
+class _ExitFlag:
+    """Set when this process starts to exit, and read by its DataLoader workers.
+
+    Workers ignore SIGTERM while the main process runs (``_ignore_stop_signals``), but when it
+    exits after an error, multiprocessing's exit handler stops them with terminate() (a
+    SIGTERM) and waits: a worker still ignoring it would hang the exit for ever. An atexit
+    handler registered after multiprocessing's runs before it and sets this flag; a worker
+    exits on SIGTERM once it is set.
+    """
+
+    _event: Any = None
+
+    @classmethod
+    def event(cls) -> Any:
+        if cls._event is None:
+            cls._event = multiprocessing.get_context().Event()
+            atexit.register(cls._event.set)
+        return cls._event
+
+
+def _ignore_stop_signals(worker_id: int, exiting: Any = None) -> None:
     """In each DataLoader worker: leave SIGINT and SIGTERM to the main process.
 
     A terminal's Ctrl+C and a scheduler's SIGTERM reach every process of the job. A worker
@@ -275,4 +312,9 @@ def _ignore_stop_signals(worker_id: int) -> None:
     at the iteration boundary and shuts its workers down itself (they also exit when it dies).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if exiting is not None and exiting.is_set():  # the main process is exiting
+            os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gan_lab.arguments import Count, Positive
 from gan_lab.data.base import GANDataModule
 from gan_lab.data.streams import SamplerStream
 
@@ -24,7 +25,7 @@ class ToyDataModule(GANDataModule):
 
     kind = "toy"
 
-    def __init__(self, batch_size: int = 256, seed: int = 0, batches_per_step: int = 1) -> None:
+    def __init__(self, batch_size: Count = 256, seed: int = 0, batches_per_step: Count = 1) -> None:
         # Sampled data has no loader workers and a stateful stream: it behaves like in-memory.
         super().__init__(batch_size, seed, batches_per_step, in_memory=True)
 
@@ -47,7 +48,7 @@ class Gaussian1D(ToyDataModule):
 
     metrics = "gaussian_1d"
 
-    def __init__(self, mean: float = 4.0, std: float = 1.25, **kwargs: Any) -> None:
+    def __init__(self, mean: float = 4.0, std: Positive = 1.25, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mean = mean
         self.std = std
@@ -67,7 +68,7 @@ class MixtureDataModule(ToyDataModule):
 
     metrics = "modes"
 
-    def __init__(self, modes: Tensor, std: float, **kwargs: Any) -> None:
+    def __init__(self, modes: Tensor, std: Positive, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.modes = modes
         self.std = std
@@ -83,7 +84,7 @@ class Ring(MixtureDataModule):
     """``n_modes`` Gaussians evenly spaced on a circle of ``radius`` (PacGAN: 8, 1.0, 0.01)."""
 
     def __init__(
-        self, n_modes: int = 8, radius: float = 1.0, std: float = 0.01, **kwargs: Any
+        self, n_modes: Count = 8, radius: Positive = 1.0, std: Positive = 0.01, **kwargs: Any
     ) -> None:
         angles = torch.arange(n_modes, dtype=torch.float64) * (2 * math.pi / n_modes)
         modes = radius * torch.stack([angles.cos(), angles.sin()], dim=1)
@@ -93,7 +94,9 @@ class Ring(MixtureDataModule):
 class Grid(MixtureDataModule):
     """``n x n`` Gaussians on a square grid centred at 0 (PacGAN: 5x5, spacing 2, std 0.05)."""
 
-    def __init__(self, n: int = 5, spacing: float = 2.0, std: float = 0.05, **kwargs: Any) -> None:
+    def __init__(
+        self, n: Count = 5, spacing: Positive = 2.0, std: Positive = 0.05, **kwargs: Any
+    ) -> None:
         coords = (torch.arange(n, dtype=torch.float32) - (n - 1) / 2) * spacing
         modes = torch.cartesian_prod(coords, coords)
         super().__init__(modes, std, **kwargs)

@@ -11,6 +11,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from gan_lab.arguments import Count
 from gan_lab.data.base import GANDataModule
 from gan_lab.gan_module import GANModule
 from gan_lab.metrics.fid import FeatureDistance
@@ -44,10 +45,10 @@ class Evaluator:
     # A feature module, or a factory called with the datamodule (returns None: no FID).
     extractor: nn.Module | Callable[[GANDataModule], nn.Module | None] | None
     extractor_name: str
-    num_real: int
-    num_fake: int
-    batch_size: int
-    kid_subset_size: int
+    num_real: Count
+    num_fake: Count
+    batch_size: Count
+    kid_subset_size: Count
     plot_dir: str | None = None
     _distance: FeatureDistance | None = field(default=None, init=False, repr=False)
 

@@ -9,6 +9,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as add_spectral_norm
 
+from gan_lab.arguments import Count
 from gan_lab.nets.packing import pack
 
 SUPPORTED_RESOLUTIONS = (8, 16, 28, 32, 64)
@@ -42,7 +43,7 @@ class DCGANGenerator(nn.Module):
     # Declared for start-up validation: square images (C, R, R) with R one of these.
     resolutions: ClassVar[tuple[int, ...]] = SUPPORTED_RESOLUTIONS
 
-    def __init__(self, latent_dim: int, sample_shape: Sequence[int], base_channels: int = 64):
+    def __init__(self, latent_dim: int, sample_shape: Sequence[int], base_channels: Count = 64):
         super().__init__()
         channels, height, width = sample_shape
         if height != width:
@@ -80,8 +81,8 @@ class DCGANDiscriminator(nn.Module):
     def __init__(
         self,
         sample_shape: Sequence[int],
-        base_channels: int = 64,
-        pack: int = 1,
+        base_channels: Count = 64,
+        pack: Count = 1,
         spectral_norm: bool = False,
     ) -> None:
         super().__init__()

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as add_spectral_norm
 
+from gan_lab.arguments import Count, Dropout
 from gan_lab.nets.packing import pack
 
 ActivationFactory = Callable[[], nn.Module]
@@ -45,7 +46,7 @@ class MLPGenerator(nn.Module):
         self,
         latent_dim: int,
         sample_shape: Sequence[int],
-        hidden: Sequence[int] = (256, 256),
+        hidden: Sequence[Count] = (256, 256),
         activation: ActivationFactory = nn.ReLU,
         output_tanh: bool = False,
         skip: bool = False,
@@ -82,11 +83,11 @@ class MLPDiscriminator(nn.Module):
     def __init__(
         self,
         sample_shape: Sequence[int],
-        hidden: Sequence[int] = (256, 256),
+        hidden: Sequence[Count] = (256, 256),
         activation: ActivationFactory = lambda: nn.LeakyReLU(0.2),
-        pack: int = 1,
+        pack: Count = 1,
         spectral_norm: bool = False,
-        dropout: float = 0.0,
+        dropout: Dropout = 0.0,
     ) -> None:
         super().__init__()
         self.pack = pack
