@@ -94,9 +94,10 @@ def _signature_chain(target: Any) -> list[Callable[..., Any]]:
     """The functions whose parameters ``target`` accepts: for a class, its ``__init__`` and,
     while each forwards ``**kwargs``, the ``__init__`` of the next base that defines one.
 
-    Only gan_lab's classes are followed: they forward ``**kwargs`` to their base by convention,
-    but another library's may pass them elsewhere (Lightning's DDPStrategy hands them to
-    torch's DistributedDataParallel), so its ``**kwargs`` stay open.
+    Only bases from gan_lab are followed: its classes forward ``**kwargs`` to their base by
+    convention (a user's subclass of one is followed into it), but another library's may pass
+    them elsewhere (Lightning's DDPStrategy hands them to torch's DistributedDataParallel), so
+    its ``**kwargs`` stay open.
     """
     if not isinstance(target, type):
         return [target]
@@ -105,7 +106,7 @@ def _signature_chain(target: Any) -> list[Callable[..., Any]]:
         init = vars(cls).get("__init__")
         if init is None or cls is object:
             continue
-        if chain and not (_package(cls) == _package(target) == _OWN_PACKAGE):
+        if chain and _package(cls) != _OWN_PACKAGE:
             break
         chain.append(init)
         try:

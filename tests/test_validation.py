@@ -267,3 +267,25 @@ def test_a_new_option_is_validated_by_its_declarations(make_config, tmp_path):
         with pytest.raises(ConfigError) as error:
             validate(make_config(*TOY, *option, bad))
         assert str(error.value).startswith(message), str(error.value)
+
+
+class WideRing(Ring):
+    """A user's data class: a gan_lab base, its own argument, the rest through ``**kwargs``."""
+
+    def __init__(self, width: Annotated[float, Interval(gt=0)] = 2.0, **kwargs) -> None:
+        super().__init__(radius=width, **kwargs)
+
+
+def test_a_subclass_of_a_gan_lab_part_keeps_its_bases_declarations(make_config):
+    """``**kwargs`` forwarded to a gan_lab base: the base's ranges and names still apply."""
+    data = ["data._target_=tests.test_validation.WideRing", "+data.width=3.0"]
+    validate(make_config(*TOY, *data))
+    for bad, message in [
+        ("data.width=0", "data.width=0: must be a number > 0"),
+        ("data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
+        ("data.std=-1", "data.std=-1: must be a number > 0"),
+        ("+data.stdev=1", "data.stdev=1: WideRing takes no argument 'stdev'"),
+    ]:
+        with pytest.raises(ConfigError) as error:
+            validate(make_config(*TOY, *data, bad))
+        assert str(error.value).startswith(message), str(error.value)
