@@ -2,7 +2,7 @@
 
 Hydra already rejects unknown group options (listing the valid ones) and unknown or mistyped
 keys of the ``RunConfig`` schema. ``validate`` checks every node against what the code it
-configures declares (``_check_nodes``, gan_lab.arguments: parameter names, type hints and the
+configures declares (gan_lab.config_nodes.check_nodes: parameter names, type hints and the
 ranges declared in them), so a new option needs no rule here; this module holds only the rules
 between keys and against the data. Each failure is one line ``<key>=<value>: <rule>``. It also
 fits the evaluation sample counts to ``eval.max_samples`` and to the data

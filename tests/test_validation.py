@@ -235,6 +235,15 @@ def test_classifier_features_need_data_that_declares_a_classifier(make_config):
     validate(make_config(*dcgan, weights), _NoClassifierImages())
 
 
+def _assert_refused(make_config, base: list[str], rules: dict[str, str]) -> None:
+    """Each override added to ``base`` is refused with ``<key>=<value>: <rule>...``."""
+    for bad, rule in rules.items():
+        with pytest.raises(ConfigError) as error:
+            validate(make_config(*base, bad))
+        message = f"{bad.removeprefix('+')}: {rule}"
+        assert str(error.value).startswith(message), str(error.value)
+
+
 class PlateauStop(L.Callback):
     """A callback a user adds: its ranges are declared in its signature, nowhere else."""
 
@@ -255,18 +264,16 @@ def test_a_new_option_is_validated_by_its_declarations(make_config, tmp_path):
     )
     option = [f"hydra.searchpath=[file://{group.parent}]", "+stopping@callbacks.stop=plateau"]
     validate(make_config(*TOY, *option))
-    for bad, message in [
-        (
-            "callbacks.stop.min_delta=1.5",
-            "callbacks.stop.min_delta=1.5: must be a number in (0, 1)",
-        ),
-        ("callbacks.stop.patience=0", "callbacks.stop.patience=0: must be an integer >= 1"),
-        ("callbacks.stop.patience=soon", "callbacks.stop.patience=soon: must be an integer >= 1"),
-        ("+callbacks.stop.paitence=3", "callbacks.stop.paitence=3: PlateauStop takes no argument"),
-    ]:
-        with pytest.raises(ConfigError) as error:
-            validate(make_config(*TOY, *option, bad))
-        assert str(error.value).startswith(message), str(error.value)
+    _assert_refused(
+        make_config,
+        [*TOY, *option],
+        {
+            "callbacks.stop.min_delta=1.5": "must be a number in (0, 1)",
+            "callbacks.stop.patience=0": "must be an integer >= 1",
+            "callbacks.stop.patience=soon": "must be an integer >= 1",
+            "+callbacks.stop.paitence=3": "PlateauStop takes no argument",
+        },
+    )
 
 
 class WideRing(Ring):
@@ -280,12 +287,13 @@ def test_a_subclass_of_a_gan_lab_part_keeps_its_bases_declarations(make_config):
     """``**kwargs`` forwarded to a gan_lab base: the base's ranges and names still apply."""
     data = ["data._target_=tests.test_validation.WideRing", "+data.width=3.0"]
     validate(make_config(*TOY, *data))
-    for bad, message in [
-        ("data.width=0", "data.width=0: must be a number > 0"),
-        ("data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
-        ("data.std=-1", "data.std=-1: must be a number > 0"),
-        ("+data.stdev=1", "data.stdev=1: WideRing takes no argument 'stdev'"),
-    ]:
-        with pytest.raises(ConfigError) as error:
-            validate(make_config(*TOY, *data, bad))
-        assert str(error.value).startswith(message), str(error.value)
+    _assert_refused(
+        make_config,
+        [*TOY, *data],
+        {
+            "data.width=0": "must be a number > 0",
+            "data.batch_size=0": "must be an integer >= 1",
+            "data.std=-1": "must be a number > 0",
+            "+data.stdev=1": "WideRing takes no argument 'stdev'",
+        },
+    )

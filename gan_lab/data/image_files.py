@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
@@ -23,7 +25,8 @@ log = logging.getLogger(__name__)
 
 # torchvision's IMG_EXTENSIONS (what its ImageFolder reads), matched case-insensitively as it does.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-BAD_FILES = ("error", "skip")
+BadFiles = Literal["error", "skip"]  # data.bad_files: what an unreadable file does
+BAD_FILES = typing.get_args(BadFiles)
 _NAMED = 3  # bad files named in one message; the rest are counted
 _JPEG_EOI = b"\xff\xd9"
 

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, TensorDataset
 from gan_lab.arguments import Count, NonNegativeInt
 from gan_lab.data.base import GANDataModule, check_split
 from gan_lab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, REGET_HINT, read_idx
-from gan_lab.data.image_files import BAD_FILES, ImageFiles, checked_images
+from gan_lab.data.image_files import BAD_FILES, BadFiles, ImageFiles, checked_images
 from gan_lab.data.streams import LoaderStream, TensorBatchStream, to_unit_range
 from gan_lab.errors import BadFileError, ConfigError, MissingFileError
 
@@ -347,7 +347,7 @@ class ImageFolderImages(ImageDataModule):
         resolution: Count = 64,
         channels: Literal[1, 3] = 3,
         batch_size: Count = 64,
-        bad_files: Literal["error", "skip"] = "error",
+        bad_files: BadFiles = "error",
         **kwargs: Any,
     ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
