@@ -101,6 +101,9 @@ def _signature_chain(target: Any) -> list[Callable[..., Any]]:
     """
     if not isinstance(target, type):
         return [target]
+    if target.__init__ is object.__init__ and target.__new__ is not object.__new__:
+        # Built by __new__ (datetime.timedelta, other C types): its signature, if it has one.
+        return [target.__new__]
     chain = []
     for cls in target.__mro__:
         init = vars(cls).get("__init__")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
 from gan_lab.config import TrainSettings
+from gan_lab.distributed import gather_objects, is_distributed, rank_and_world
 from gan_lab.ema import EMA
 from gan_lab.instance_noise import InstanceNoise
 from gan_lab.losses import GANLoss
@@ -32,6 +34,7 @@ from gan_lab.rng_state import capture_rng_state, restore_rng_state, seeded_gener
 from gan_lab.stopping import Diverged, StoppedEarly
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -136,10 +139,14 @@ class GANModule(L.LightningModule):
             apply_optimizer_updates({"g": optimizer_g, "d": optimizer_d}, self._optimizer_updates)
             self._optimizer_updates = None
 
-    def on_fit_start(self) -> None:
-        if self.trainer.world_size > 1:
+    def setup(self, stage: str) -> None:
+        # Here, not in on_fit_start: a resumed fit restores each rank's RNG after setup
+        # (on_load_checkpoint), and that state must not be re-seeded.
+        if stage == "fit" and self.trainer.world_size > 1:
             # Every rank was seeded alike; offset the noise so ranks draw different z.
             torch.manual_seed(torch.initial_seed() + 7919 * self.global_rank)
+
+    def on_fit_start(self) -> None:
         # channels_last lets cuDNN pick NHWC kernels for convs (tensor cores); no gain on CPU.
         if self.channels_last and self.device.type == "cuda":
             for net in (self.generator, self.discriminator):
@@ -247,7 +254,8 @@ class GANModule(L.LightningModule):
         if not self.nan_guard.check() and not isinstance(self.stopped, Diverged):
             reason = "non-finite" if self.nan_guard.on_nan == "stop" else "max-skips"
             message = self.nan_guard.stop_message or reason
-            print(f"\n[gan_lab] {message}", file=sys.stderr)
+            if rank_and_world()[0] == 0:  # every rank decided alike (nan_guard); one says so
+                print(f"\n[gan_lab] {message}", file=sys.stderr)
             self.stopped = Diverged(message, self.iteration, reason)
         return self.stop_reason != "non-finite"
 
@@ -324,6 +332,10 @@ class GANModule(L.LightningModule):
             # Noise z comes from torch's global RNG, which Lightning does not checkpoint.
             "rng": capture_rng_state(),
         }
+        if is_distributed():
+            # Lightning writes rank 0's dict; each rank draws its own noise, so it carries all.
+            ranks = gather_objects(checkpoint["gan_lab"]["rng"])
+            checkpoint["gan_lab"]["ranks"] = [{"rng": rng} for rng in ranks]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning calls this while resuming a fit, before it restores weights, loops and
@@ -331,8 +343,9 @@ class GANModule(L.LightningModule):
         check_weights_fit(checkpoint["state_dict"], self.state_dict())
         self.restore_progress(checkpoint)
         state = checkpoint.get("gan_lab", {})
-        if "rng" in state:
-            restore_rng_state(state["rng"])
+        rng = _own_rng_state(state)
+        if rng is not None:
+            restore_rng_state(rng)
         reopen_training(checkpoint)
         self._optimizer_updates = optimizer_updates(state.get("config"), self.config)
 
@@ -356,3 +369,27 @@ class GANModule(L.LightningModule):
             f"gan_lab.load({str(checkpoint_path)!r}, device='cpu'), which rebuilds the module "
             "from the run config stored in the checkpoint"
         )
+
+
+def _own_rng_state(state: dict[str, Any]) -> dict[str, Any] | None:
+    """This rank's RNG state in a checkpoint's ``gan_lab`` record; None where it has none.
+
+    A DDP checkpoint holds every rank's (``ranks``); a one-process checkpoint holds its own
+    (``rng``), which is rank 0's. A rank without a saved state keeps the noise stream it was
+    seeded with, and the run goes on, though not as the run it would have been.
+    """
+    rank, world = rank_and_world()
+    saved = state.get("ranks")
+    count = len(saved) if saved is not None else (1 if "rng" in state else 0)
+    if count and count != world and rank == 0:
+        log.warning(
+            "the checkpoint holds the noise and data streams of %d rank(s) and this fit runs "
+            "%d: each rank takes its own where there is one, a rank without one starts fresh; "
+            "the run goes on, but not as it would have on %d",
+            count,
+            world,
+            count,
+        )
+    if saved is not None:
+        return saved[rank]["rng"] if rank < len(saved) else None
+    return state.get("rng") if rank == 0 else None

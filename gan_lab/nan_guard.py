@@ -5,6 +5,11 @@ non-finite and reads it back (one host sync) only every ``check_every`` iteratio
 any checkpoint write. Policy ``skip`` must decide before each ``optimizer.step()`` and so syncs
 every update; it drops non-finite updates and stops at the end of the iteration in which the
 ``max_skips``-th was dropped, applying no further update in it.
+
+Under DDP both decisions are taken over all ranks (one all-reduce where a single process syncs
+with the host): gradients are all-reduced, so one rank's non-finite loss makes every rank's
+update non-finite, and a rank that skipped or stopped alone would leave the others waiting in a
+collective it never reaches.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import logging
 
 import torch
 from torch import Tensor
+
+from gan_lab.distributed import all_min
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +47,8 @@ class NonFiniteGuard:
         if self.on_nan == "skip":
             if self.stop_message is not None:  # max_skips reached earlier in this iteration
                 return False
-            if bool(torch.isfinite(loss).all()):  # the per-update sync this policy needs
+            finite = torch.isfinite(loss).all().to(torch.int32)
+            if bool(all_min(finite)):  # the per-update sync this policy needs
                 return True
             self.skipped += 1
             log.warning("non-finite %s at iteration %d: update skipped", name, iteration)
@@ -74,7 +82,7 @@ class NonFiniteGuard:
             return self.stop_message is None
         if self._first_bad is None:
             return True
-        first_bad = self._first_bad.tolist()
+        first_bad = all_min(self._first_bad).tolist()
         bad = [(at, name) for at, name in zip(first_bad, LOSSES, strict=True) if at != _NEVER]
         if bad:
             at, name = min(bad)

@@ -8,26 +8,53 @@ its own or runs inside ``isolated_rng``, so how often a run is observed cannot c
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """The CPU generator state, and every CUDA device's when CUDA is in use."""
+    """torch's CPU generator, every CUDA device's when CUDA is in use, numpy's and Python's.
+
+    gan_lab itself draws from torch's only; numpy's and Python's are kept for user code (a
+    loss or augmentation of one's own). Plain containers and tensors, so that checkpoints load
+    with ``weights_only=True``.
+    """
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    kind, keys, position, has_gauss, cached = np.random.get_state(legacy=True)
+    state["numpy"] = {
+        "kind": kind,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "position": int(position),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
+    version, internal, gauss_next = random.getstate()
+    state["python"] = {"version": version, "state": list(internal), "gauss_next": gauss_next}
     return state
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of ``capture_rng_state``; CUDA states are restored only where CUDA is present."""
+    """Inverse of ``capture_rng_state``; CUDA states are restored only where CUDA is present,
+    numpy's and Python's where the state has them (older checkpoints hold torch's only)."""
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    if "numpy" in state:
+        saved = state["numpy"]
+        keys = saved["keys"].numpy().astype(np.uint32)
+        np.random.set_state(
+            (saved["kind"], keys, saved["position"], saved["has_gauss"], saved["cached_gaussian"])
+        )
+    if "python" in state:
+        saved = state["python"]
+        random.setstate((saved["version"], tuple(saved["state"]), saved["gauss_next"]))
 
 
 def derived_seed(seed: int, purpose: str) -> int:

@@ -20,6 +20,7 @@ from types import ModuleType
 import hydra
 import lightning as L
 from hydra import compose, initialize_config_dir
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gan_lab import build
@@ -171,7 +172,8 @@ def main(cfg: DictConfig) -> float | None:
         try:
             metrics = train(cfg)
         except StoppedEarly as stop:
-            print(f"gan_lab.train: stopped: {one_line(stop)}", file=sys.stderr, flush=True)
+            if rank_zero_only.rank == 0:  # under DDP every rank stops alike; one reports
+                print(f"gan_lab.train: stopped: {one_line(stop)}", file=sys.stderr, flush=True)
             if (status := exit_status(stop)) is None:
                 # The sweeper gets NaN for the diverged job (Optuna records a failed trial).
                 return math.nan if cfg.optimized_metric else None

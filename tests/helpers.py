@@ -92,13 +92,17 @@ class Throttle(Callback):
 
 class NaNBatches(Callback):
     """Fills the real batches of iterations ``first``..``last`` (1-based, ``last=None``: every
-    later one) with NaN: D's loss is non-finite there, as with corrupt data."""
+    later one) with NaN: D's loss is non-finite there, as with corrupt data. Under DDP,
+    ``rank`` picks the one rank whose data is corrupt."""
 
-    def __init__(self, first: int, last: int | None = None) -> None:
+    def __init__(self, first: int, last: int | None = None, rank: int | None = None) -> None:
         self.first = first
         self.last = last
+        self.rank = rank
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, *args: Any):
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
         iteration = pl_module.iteration + 1
         if iteration >= self.first and (self.last is None or iteration <= self.last):
             batch.fill_(float("nan"))
@@ -106,23 +110,29 @@ class NaNBatches(Callback):
 
 class SignalAt(Callback):
     """Sends ``signal_name`` ``times`` times to this very process at the end of ``iteration``
-    (after the callbacks listed before it): a signal at a known point, without a subprocess."""
+    (after the callbacks listed before it): a signal at a known point, without a subprocess.
+    Under DDP, ``rank`` picks the one rank that signals itself (rank 0: the launcher)."""
 
-    def __init__(self, iteration: int, signal_name: str = "SIGINT", times: int = 1) -> None:
+    def __init__(
+        self, iteration: int, signal_name: str = "SIGINT", times: int = 1, rank: int | None = None
+    ) -> None:
         self.iteration = iteration
         self.signal_name = signal_name
         self.times = times
+        self.rank = rank
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
         import signal
 
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
         if pl_module.iteration == self.iteration:
             for _ in range(self.times):
                 os.kill(os.getpid(), getattr(signal, self.signal_name))
 
 
 class DumpRank(Callback):
-    """Saves each rank's final weights and its local (un-reduced) G losses to
+    """Saves each rank's final state, its parameters and its local (un-reduced) G losses to
     ``<dirpath>/rank<r>.pt``, so a DDP test can compare ranks."""
 
     def __init__(self, dirpath: str) -> None:
@@ -144,10 +154,23 @@ class DumpRank(Callback):
 
         self.dirpath.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in pl_module.state_dict().items()}
+        weights = {k: v.detach().cpu() for k, v in pl_module.named_parameters()}
         torch.save(
-            {"state_dict": state, "g_losses": self.g_losses},
+            {"state_dict": state, "parameters": weights, "g_losses": self.g_losses},
             self.dirpath / f"rank{trainer.global_rank}.pt",
         )
+
+
+class RankPid(Callback):
+    """Writes each rank's process id to ``<dirpath>/rank<r>.pid`` when training starts, so a
+    test can kill one rank of a DDP run."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        (self.dirpath / f"rank{trainer.global_rank}.pid").write_text(str(os.getpid()))
 
 
 def run_cli(*args: str, timeout: float = 100, cwd: Path | None = None) -> Any:

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 
 from gan_lab.arguments import NonNegativeInt
+from gan_lab.distributed import broadcast_buffers
 from gan_lab.metrics.evaluation import Evaluator
 
 
@@ -15,9 +16,10 @@ class Evaluation(L.Callback):
     """Every ``every_n_iterations`` (and at the end of the budget) logs the evaluator's metrics.
 
     ``every_n_iterations=0`` (eval=none) evaluates never, not even at the end; a cadence past
-    the budget evaluates only at the end (gan_lab.validation notes both at start-up). Runs on
-    every rank but computes on rank 0 only; its numbers are broadcast to every rank, where the
-    checkpoint callback reads them.
+    the budget evaluates only at the end (gan_lab.validation notes both at start-up). Under
+    DDP every rank evaluates its share (the evaluator's collectives need them all), and rank 0's
+    numbers are then sent to every rank, where the checkpoint callback reads them: best.ckpt is
+    decided alike on every rank, as its saves are collective.
     """
 
     def __init__(
@@ -33,11 +35,9 @@ class Evaluation(L.Callback):
         last = iteration >= int(trainer.limit_train_batches or 0)
         if iteration % self.every_n_iterations and not last:
             return
-        metrics = None
-        if trainer.is_global_zero:
-            metrics = self.evaluator(pl_module, trainer.datamodule, iteration)
-        # Every rank gets rank 0's numbers: the checkpoint callback picks best.ckpt from them on
-        # every rank alike, as its saves are collective (Trainer.save_checkpoint has a barrier).
+        broadcast_buffers(pl_module)
+        metrics = self.evaluator(pl_module, trainer.datamodule, iteration)
+        # The ranks computed the same numbers up to float sums; one set decides on every rank.
         metrics = trainer.strategy.broadcast(metrics, src=0)
         # Straight to the loggers, once, at the iteration's own step: values logged with self.log
         # from a callback would be re-sent at every later logging step. callback_metrics feeds

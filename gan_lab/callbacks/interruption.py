@@ -11,6 +11,13 @@ Stopping raises instead of setting ``trainer.should_stop``: Lightning sends the 
 logged values again when ``should_stop`` is set on a non-logging iteration (a stale row in
 metrics.csv), and runs the end-of-training hooks (a sample grid, a final evaluation) that an
 uninterrupted run does not have at that iteration.
+
+Under DDP the ranks stop together. A signal reaches them at different moments (or one rank
+only: ``kill`` of the launcher), so at each iteration end they take the strongest signal any
+of them has seen (one all-reduce) and all stop at that boundary, where the checkpoint save
+(collective) is reached by every rank. SIGTERM then gets a flag-setting handler like SIGINT's:
+Lightning's broadcasts from inside the handler, wherever each rank happens to be, a collective
+out of step with the other ranks' (and its ``SIGTERMException`` comes per rank).
 """
 
 from __future__ import annotations
@@ -22,11 +29,16 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from gan_lab.callbacks.checkpoint import IterationCheckpoint
+from gan_lab.distributed import all_max
 from gan_lab.stopping import Interrupted, StopNow
+
+# Signals by strength, for the ranks' agreement: a Ctrl+C anywhere makes the stop a SIGINT.
+_SIGNALS = (None, "SIGTERM", "SIGINT")
 
 
 class Interruption(Callback):
@@ -35,34 +47,52 @@ class Interruption(Callback):
     def __init__(self, dirpath: str) -> None:
         self.dirpath = Path(dirpath)
         self.signal_name: str | None = None
-        self._previous_sigint: Any = None
+        self._previous: dict[int, Any] = {}
+        self._announce = True
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         if self.signal_name is not None:  # second Ctrl+C: give up on a clean stop
             raise StopNow
         self.signal_name = "SIGINT"
-        print("\n[gan_lab] SIGINT: saving at the end of this iteration", file=sys.stderr)
+        if self._announce:
+            print("\n[gan_lab] SIGINT: saving at the end of this iteration", file=sys.stderr)
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal_name is None:
+            self.signal_name = "SIGTERM"
 
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         self.signal_name = None
-        self._previous_sigint = signal.getsignal(signal.SIGINT)
-        try:
-            signal.signal(signal.SIGINT, self._on_sigint)
-        except ValueError:  # not the main thread (e.g. some launchers): keep the default
-            self._previous_sigint = None
+        self._announce = trainer.is_global_zero
+        handlers = {signal.SIGINT: self._on_sigint}
+        if trainer.world_size > 1:
+            handlers[signal.SIGTERM] = self._on_sigterm
+        for signum, handler in handlers.items():
+            previous = signal.getsignal(signum)
+            try:
+                signal.signal(signum, handler)
+            except ValueError:  # not the main thread (e.g. some launchers): keep the default
+                continue
+            self._previous[signum] = previous
 
     def teardown(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
-        if self._previous_sigint is not None:
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
         if self.signal_name is None and trainer.received_sigterm:
             self.signal_name = "SIGTERM"
-        if self.signal_name is not None:
+        name = self.signal_name
+        if trainer.world_size > 1:  # every rank, every iteration: the stop is decided together
+            seen = torch.tensor([_SIGNALS.index(name)], device=pl_module.device)
+            # Into a local: a signal handled while the all-reduce blocked (its usual moment)
+            # sets signal_name after ``seen`` was taken, and counts at the next iteration.
+            name = _SIGNALS[int(all_max(seen).item())]
+        if name is not None:
             # The checkpoint callback runs after this one and saves a module that is stopping,
             # once it has taken this iteration's metrics into account (best.ckpt).
-            self._stop(trainer, pl_module, save_now=False)
+            self._stop(trainer, pl_module, name, save_now=False)
 
     def on_exception(self, trainer: L.Trainer, pl_module: Any, exception: BaseException) -> None:
         # SIGTERM that arrived after the checkpoint callback's on_train_batch_end (e.g. during
@@ -70,9 +100,9 @@ class Interruption(Callback):
         # is fetched, so the state is still that of the iteration boundary.
         if isinstance(exception, SIGTERMException):
             self.signal_name = "SIGTERM"
-            self._stop(trainer, pl_module, save_now=True)
+            self._stop(trainer, pl_module, "SIGTERM", save_now=True)
 
-    def _stop(self, trainer: L.Trainer, pl_module: Any, save_now: bool) -> None:
+    def _stop(self, trainer: L.Trainer, pl_module: Any, name: str, save_now: bool) -> None:
         if pl_module.stopped is not None:  # already stopping (this signal, or divergence)
             return
         checkpoints = [c for c in trainer.callbacks if isinstance(c, IterationCheckpoint)]
@@ -87,9 +117,9 @@ class Interruption(Callback):
                 trainer.save_checkpoint(path, weights_only=False)
         pl_module.request_stop(
             Interrupted(
-                f"{self.signal_name} at iteration {pl_module.iteration}: {saved}; resume with "
+                f"{name} at iteration {pl_module.iteration}: {saved}; resume with "
                 f"the same overrides plus ckpt_path=last hydra.run.dir={path.parent.parent}",
                 pl_module.iteration,
-                self.signal_name or "SIGTERM",
+                name,
             )
         )

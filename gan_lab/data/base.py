@@ -42,6 +42,8 @@ class GANDataModule(L.LightningDataModule):
     Subclasses set ``kind`` and ``sample_shape`` in ``__init__`` and implement
     ``train_dataloader`` and ``real_samples``. ``batches_per_step`` is set by the trainer to
     ``k_d_steps`` before fitting; ``train_dataloader`` reads it when Lightning calls it.
+    ``batch_size`` is per rank: under DDP each rank draws its own stream (``stream_seed``) and
+    an update's global batch is ``world_size * batch_size``.
 
     Subclasses declare what they are, so other parts dispatch on attributes, not class names:
 

@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from gan_lab.data.base import batch_shortfall
+from gan_lab.distributed import gather_objects, is_distributed, rank_and_world
 from gan_lab.errors import UserError
 
 
@@ -80,11 +81,28 @@ class _StatefulStream(_Stream):
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
-        """The stream's state after its last yield."""
-        return self._state()
+        """The stream's state after its last yield; under DDP, every rank's (``{"ranks": [...]}``).
+
+        Lightning calls this on every rank as it saves a checkpoint, and writes rank 0's dict:
+        each rank draws its own stream (``stream_seed``), so rank 0's carries them all.
+        """
+        if not is_distributed():
+            return self._state()
+        return {"ranks": gather_objects(self._state())}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a ``state_dict``; the next yield is the one that followed it."""
+        """Restore a ``state_dict``; the next yield is the one that followed it.
+
+        Each rank takes its own state. A rank the checkpoint has none for (it was written by
+        fewer ranks, or by one process, whose stream was rank 0's) keeps its fresh stream.
+        """
+        rank = rank_and_world()[0]
+        if "ranks" in state:
+            if rank >= len(state["ranks"]):
+                return
+            state = state["ranks"][rank]
+        elif rank > 0:
+            return
         self._restore(state)
 
 

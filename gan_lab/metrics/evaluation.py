@@ -13,6 +13,7 @@ from torch import nn
 
 from gan_lab.arguments import Count
 from gan_lab.data.base import GANDataModule
+from gan_lab.distributed import gather_shards, rank_and_world, shard
 from gan_lab.gan_module import GANModule
 from gan_lab.metrics.fid import FeatureDistance
 from gan_lab.metrics.theory import gaussian_density, kde_density, plot_theory, theory_report
@@ -36,6 +37,12 @@ class Evaluator:
     Generated samples come from the module's evaluation noise (the same z at every call) and
     anything random inside the metrics runs on seeded, isolated RNGs: the numbers of one
     generator are reproducible, and evaluating never draws from the training noise stream.
+
+    Under DDP every rank calls this at once and does its contiguous share of the work
+    (gan_lab.distributed.shard): it generates its share of the z, and extracts the features of
+    its share of the real and generated images; toy samples are gathered, feature statistics
+    are gathered by torchmetrics when computed. Every rank gets the numbers one process scoring
+    the same z would give (up to the order of float sums).
     """
 
     # The split real samples come from; validation clamps num_real to its size
@@ -78,7 +85,8 @@ class Evaluator:
         self, module: GANModule, datamodule: GANDataModule, iteration: int
     ) -> dict[str, float]:
         """PacGAN's mode metrics on ``TOY_SAMPLES`` samples; primary: reverse KL."""
-        metrics = mode_metrics(module.generate(TOY_SAMPLES), datamodule.modes, datamodule.std)
+        samples = _generate_sharded(module, TOY_SAMPLES)
+        metrics = mode_metrics(samples, datamodule.modes, datamodule.std)
         return {**metrics, "val/primary": metrics["toy/reverse_kl"]}
 
     def feature_metrics(
@@ -100,11 +108,11 @@ class Evaluator:
             self._distance = FeatureDistance(
                 self.extractor, self.kid_subset_size, derived_seed(module.sample_seed, "kid")
             ).to(device)
-            self._distance.add_real(
-                datamodule.real_samples(self.num_real, self.real_split), self.batch_size
-            )
-        fake = module.generate(self.num_fake, batch_size=self.batch_size)
-        scores = self._distance.compute_fake(fake, self.batch_size)
+            real = datamodule.real_samples(self.num_real, self.real_split)
+            self._distance.add_real(real[shard(len(real))], self.batch_size, total=len(real))
+        z = module.sample_noise(self.num_fake)[shard(self.num_fake)]
+        fake = module.generate(z=z, batch_size=self.batch_size)
+        scores = self._distance.compute_fake(fake, self.batch_size, total=self.num_fake)
         name = self.extractor_name
         return {
             f"val/fid_{name}": scores["fid"],
@@ -116,7 +124,7 @@ class Evaluator:
         self, module: GANModule, datamodule: GANDataModule, iteration: int
     ) -> dict[str, float]:
         """Fit of N(mean, std^2) and the paper's theory on a 1-D grid; primary: W1."""
-        samples = module.generate(20_000).flatten().double().cpu()
+        samples = _generate_sharded(module, 20_000).flatten().double().cpu()
         metrics = gaussian_1d_metrics(samples, datamodule.mean, datamodule.std)
         lo = min(datamodule.mean - 5 * datamodule.std, samples.quantile(0.001).item())
         hi = max(datamodule.mean + 5 * datamodule.std, samples.quantile(0.999).item())
@@ -128,7 +136,7 @@ class Evaluator:
             x,
             None if d_estimate is None else lambda _: d_estimate.double().cpu(),
         )
-        if self.plot_dir is not None:
+        if self.plot_dir is not None and rank_and_world()[0] == 0:
             plot_theory(
                 report,
                 Path(self.plot_dir) / f"iter_{iteration:07d}.png",
@@ -155,3 +163,9 @@ class Evaluator:
             outputs = discriminator(x[:, None].to(param))
         discriminator.train(was_training)
         return module.loss.d_star_estimate(outputs)
+
+
+def _generate_sharded(module: GANModule, n: int) -> torch.Tensor:
+    """``module.generate(n)``, each rank generating its share of the z, gathered on every rank."""
+    z = module.sample_noise(n)[shard(n)]
+    return gather_shards(module.generate(z=z))

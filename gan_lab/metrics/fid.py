@@ -16,6 +16,10 @@ class FeatureDistance:
     Real features are added once (``add_real``) and kept across ``compute_fake`` calls. KID's
     random subsets are drawn with ``seed`` on an isolated RNG: the same images give the same KID,
     and the caller's RNG stream is left as it was.
+
+    Under DDP each rank adds its share of the images, with ``total`` the number over all ranks;
+    torchmetrics gathers the ranks' states in ``compute`` (in rank order, which KID's subsets
+    depend on: give each rank a contiguous share, gan_lab.distributed.shard).
     """
 
     def __init__(self, extractor: nn.Module, kid_subset_size: int = 1000, seed: int = 0) -> None:
@@ -37,20 +41,25 @@ class FeatureDistance:
         return self
 
     @torch.inference_mode()
-    def add_real(self, images: Tensor, batch_size: int = 500) -> None:
+    def add_real(self, images: Tensor, batch_size: int = 500, total: int | None = None) -> None:
+        """Add real ``images`` (this rank's share of ``total``; default: all of them)."""
         for batch in images.split(batch_size):
             self._update(batch, real=True)
-        self.num_real += len(images)
+        self.num_real += len(images) if total is None else total
 
     @torch.inference_mode()
-    def compute_fake(self, images: Tensor, batch_size: int = 500) -> dict[str, float]:
-        """FID and KID (mean) of ``images`` against the stored real features."""
+    def compute_fake(
+        self, images: Tensor, batch_size: int = 500, total: int | None = None
+    ) -> dict[str, float]:
+        """FID and KID (mean) of ``images`` (this rank's share of ``total``) against the stored
+        real features."""
         self.fid.reset()
         self.kid.reset()
         for batch in images.split(batch_size):
             self._update(batch, real=False)
         # KID's subsets cannot be larger than the smaller sample set.
-        self.kid.subset_size = min(self.kid_subset_size, self.num_real, len(images))
+        num_fake = len(images) if total is None else total
+        self.kid.subset_size = min(self.kid_subset_size, self.num_real, num_fake)
         with isolated_rng(self.seed, self.kid.device):
             kid_mean, _ = self.kid.compute()
         return {"fid": float(self.fid.compute()), "kid": float(kid_mean)}
