@@ -72,15 +72,6 @@ def all_max(x: Tensor) -> Tensor:
     return x
 
 
-def broadcast_object(value: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``value`` on every rank: one decision, whatever each rank computed."""
-    if not is_distributed():
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def broadcast_buffers(module: nn.Module) -> None:
     """Rank 0's buffers (BatchNorm running statistics) in every rank's ``module``.
 

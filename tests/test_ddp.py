@@ -33,11 +33,16 @@ from tests.test_resume import assert_same_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["logger=csv", "callbacks=default", "trainer.enable_progress_bar=false"]
 CASES = {
+    # A wide ring and fast rates: the reverse KL moves within 30 iterations and best.ckpt is
+    # replaced mid-run (the narrow preset ring scores inf at every evaluation that early).
     "ring": [
         "experiment=ring_mlp",
         "model.g.hidden=[16]",
         "model.d.hidden=[16]",
         "data.batch_size=32",
+        "data.std=0.25",
+        "optimizer.g.lr=5e-3",
+        "optimizer.d.lr=5e-3",
     ],
     # Classifier-feature FID/KID: the real and generated sets are split between the ranks.
     "digits": [
@@ -62,7 +67,8 @@ EVAL_EVERY_5 = [
 ]
 # A single-process evaluation of the same checkpoint scores the same samples (the evaluation
 # noise is the run's, drawn on the CPU); sums gathered over ranks in another order differ in
-# the last bits, which FID's matrix square root can grow: relative 1e-4 (measured: < 1e-6).
+# the last bits, which FID's matrix square root can grow: relative 1e-4 (measured on CPU:
+# equal, for ring, digits and the 1-D Gaussian).
 REL = 1e-4
 
 
@@ -133,6 +139,7 @@ def test_ddp_evaluates_mid_run_on_every_rank(tmp_path, case):
     assert sorted(evaluated) == [5, 10, 15, 20, 25, 30]
     primary = {it: row["val/primary"] for it, row in evaluated.items()}
     best = min(primary, key=lambda it: (primary[it], it))  # the first of equal scores
+    assert best > 5 and math.isfinite(primary[best])  # best.ckpt was replaced mid-run
     checkpoints = run_dir / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == [
         "best.ckpt",
@@ -374,7 +381,7 @@ def test_ddp_lost_rank_ends_the_run(tmp_path, victim):
     if victim == 1:  # the launcher is the survivor, and the test's child: its status is known
         out, err = processes.communicate(process, timeout=30)
         assert process.returncode not in (0, None), (out + err)[-3000:]
-        assert "rank" in (out + err).lower()
+        assert "run finished" not in out + err
     else:
         processes.stop(process)
 
