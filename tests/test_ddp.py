@@ -82,7 +82,7 @@ def read_rows(run_dir: Path) -> list[dict[str, str]]:
 
 
 def evaluations(run_dir: Path) -> dict[int, dict[str, float]]:
-    """The logged evaluation rows by iteration: every ``val/``, ``toy/`` column that is set."""
+    """The logged evaluation rows by iteration: every ``val/``, ``toy/``, ``theory/`` value."""
     found: dict[int, dict[str, float]] = {}
     for row in read_rows(run_dir):
         values = {
