@@ -51,6 +51,16 @@ def gather_objects(value: Any) -> list[Any]:
     return gathered
 
 
+def own_entry(ranks: list[Any] | None, alone: Any) -> Any:
+    """This rank's part of a state saved per rank: its entry of ``ranks`` (gathered by a DDP
+    save), or, where one process saved (``ranks`` is None), ``alone``, which was rank 0's.
+    None where the save holds nothing for this rank (it ran on fewer ranks)."""
+    rank = rank_and_world()[0]
+    if ranks is not None:
+        return ranks[rank] if rank < len(ranks) else None
+    return alone if rank == 0 else None
+
+
 def all_min(x: Tensor) -> Tensor:
     """The elementwise minimum of ``x`` over the ranks (``x`` itself in one process).
 

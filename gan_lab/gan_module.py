@@ -17,7 +17,7 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
 from gan_lab.config import TrainSettings
-from gan_lab.distributed import gather_objects, is_distributed, rank_and_world
+from gan_lab.distributed import gather_objects, is_distributed, own_entry, rank_and_world
 from gan_lab.ema import EMA
 from gan_lab.instance_noise import InstanceNoise
 from gan_lab.losses import GANLoss
@@ -390,6 +390,4 @@ def _own_rng_state(state: dict[str, Any]) -> dict[str, Any] | None:
             world,
             count,
         )
-    if saved is not None:
-        return saved[rank]["rng"] if rank < len(saved) else None
-    return state.get("rng") if rank == 0 else None
+    return own_entry(None if saved is None else [r["rng"] for r in saved], state.get("rng"))

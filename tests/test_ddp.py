@@ -185,7 +185,7 @@ def test_each_rank_resumes_its_own_stream_and_rng(monkeypatch, rank):
     states = [stream.state_dict() for stream in saved]  # one process: each its plain state
     rngs = [{"torch": torch.Generator().manual_seed(s).get_state()} for s in (1, 2)]
     world = (rank, 3)
-    monkeypatch.setattr("gan_lab.data.streams.rank_and_world", lambda: world)
+    monkeypatch.setattr("gan_lab.distributed.rank_and_world", lambda: world)
     monkeypatch.setattr("gan_lab.gan_module.rank_and_world", lambda: world)
 
     fresh = _ring_stream(30 + rank)

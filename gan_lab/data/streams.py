@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from gan_lab.data.base import batch_shortfall
-from gan_lab.distributed import gather_objects, is_distributed, rank_and_world
+from gan_lab.distributed import gather_objects, is_distributed, own_entry
 from gan_lab.errors import UserError
 
 
@@ -96,14 +96,9 @@ class _StatefulStream(_Stream):
         Each rank takes its own state. A rank the checkpoint has none for (it was written by
         fewer ranks, or by one process, whose stream was rank 0's) keeps its fresh stream.
         """
-        rank = rank_and_world()[0]
-        if "ranks" in state:
-            if rank >= len(state["ranks"]):
-                return
-            state = state["ranks"][rank]
-        elif rank > 0:
-            return
-        self._restore(state)
+        own = own_entry(state.get("ranks"), state)
+        if own is not None:
+            self._restore(own)
 
 
 class _EpochOrder:

@@ -85,7 +85,7 @@ class Evaluator:
         self, module: GANModule, datamodule: GANDataModule, iteration: int
     ) -> dict[str, float]:
         """PacGAN's mode metrics on ``TOY_SAMPLES`` samples; primary: reverse KL."""
-        samples = _generate_sharded(module, TOY_SAMPLES)
+        samples = gather_shards(_generate_share(module, TOY_SAMPLES))
         metrics = mode_metrics(samples, datamodule.modes, datamodule.std)
         return {**metrics, "val/primary": metrics["toy/reverse_kl"]}
 
@@ -110,8 +110,7 @@ class Evaluator:
             ).to(device)
             real = datamodule.real_samples(self.num_real, self.real_split)
             self._distance.add_real(real[shard(len(real))], self.batch_size, total=len(real))
-        z = module.sample_noise(self.num_fake)[shard(self.num_fake)]
-        fake = module.generate(z=z, batch_size=self.batch_size)
+        fake = _generate_share(module, self.num_fake, self.batch_size)
         scores = self._distance.compute_fake(fake, self.batch_size, total=self.num_fake)
         name = self.extractor_name
         return {
@@ -124,7 +123,7 @@ class Evaluator:
         self, module: GANModule, datamodule: GANDataModule, iteration: int
     ) -> dict[str, float]:
         """Fit of N(mean, std^2) and the paper's theory on a 1-D grid; primary: W1."""
-        samples = _generate_sharded(module, 20_000).flatten().double().cpu()
+        samples = gather_shards(_generate_share(module, 20_000)).flatten().double().cpu()
         metrics = gaussian_1d_metrics(samples, datamodule.mean, datamodule.std)
         lo = min(datamodule.mean - 5 * datamodule.std, samples.quantile(0.001).item())
         hi = max(datamodule.mean + 5 * datamodule.std, samples.quantile(0.999).item())
@@ -165,7 +164,7 @@ class Evaluator:
         return module.loss.d_star_estimate(outputs)
 
 
-def _generate_sharded(module: GANModule, n: int) -> torch.Tensor:
-    """``module.generate(n)``, each rank generating its share of the z, gathered on every rank."""
+def _generate_share(module: GANModule, n: int, batch_size: int = 1024) -> torch.Tensor:
+    """This rank's contiguous share of ``module.generate(n)``: the same z, split over ranks."""
     z = module.sample_noise(n)[shard(n)]
-    return gather_shards(module.generate(z=z))
+    return module.generate(z=z, batch_size=batch_size)
