@@ -45,12 +45,12 @@ test-full: setup
 	$(PYTEST) $(ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check gan_lab tests benchmarks
-	$(VENV)/bin/ruff format --check gan_lab tests benchmarks
+	$(VENV)/bin/ruff check gan_lab hydra_plugins tests benchmarks
+	$(VENV)/bin/ruff format --check gan_lab hydra_plugins tests benchmarks
 
 format: setup
-	$(VENV)/bin/ruff format gan_lab tests benchmarks
-	$(VENV)/bin/ruff check --fix gan_lab tests benchmarks
+	$(VENV)/bin/ruff format gan_lab hydra_plugins tests benchmarks
+	$(VENV)/bin/ruff check --fix gan_lab hydra_plugins tests benchmarks
 
 bench: setup
 	$(PY) -m benchmarks.bench --out benchmarks/results/$(if $(DEVICE),$(DEVICE),cpu).json $(if $(DEVICE),--device $(DEVICE),)

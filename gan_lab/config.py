@@ -62,6 +62,18 @@ class ResumeSettings:
 
 
 @dataclass
+class DeviceSlot:
+    """Where ``hydra/launcher=local_gpus`` ran a sweep job (gan_lab/slot_launcher.py): recorded
+    in the run config, hence in .hydra/config.yaml, the loggers' hyperparameters and ``done``;
+    training never reads it."""
+
+    gpus: list[str] = field(default_factory=list)  # the job's CUDA_VISIBLE_DEVICES, as a list
+    shares: list[int] = field(default_factory=list)  # which share of each GPU the job held
+    jobs_per_gpu: int = 1
+    host: str = ""
+
+
+@dataclass
 class RunConfig:
     """Root of ``gan_lab/conf/train.yaml``, which holds only the defaults list: every run scalar's
     default is here. Config groups are typed ``Any`` and checked by gan_lab.validation."""
@@ -94,6 +106,8 @@ class RunConfig:
     # KL / W1 for toys, all logged as val/primary.
     optimized_metric: Optional[str] = "val/primary"  # noqa: UP045
     tags: list[str] = field(default_factory=list)
+    # Set by the launcher, never by hand: the GPU slot a sweep job ran on (None outside one).
+    slot: Optional[DeviceSlot] = None  # noqa: UP045
 
 
 def register_configs() -> None:

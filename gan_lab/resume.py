@@ -23,6 +23,7 @@ import fnmatch
 import hashlib
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,7 @@ MAY_CHANGE = (
     "data.bad_files",
     "name",
     "tags",
+    "slot",  # a re-launched sweep job may get another GPU
     "ckpt_path",
     "trust_checkpoint",
     "overwrite",
@@ -178,8 +180,15 @@ def _checkpoint_to_restore(cfg: DictConfig, run_dir: Path) -> Path | None:
         return Path(cfg.ckpt_path)
     if SLURMEnvironment.detect():
         # A requeued SLURM job resumes from the checkpoint Lightning saved on pre-emption
-        # (SLURMEnvironment auto_requeue); Lightning would pick the same file itself.
-        return _newest_hpc_checkpoint(run_dir)
+        # (SLURMEnvironment auto_requeue); Lightning would pick the same file itself. A job
+        # submitit requeued (hydra/launcher=slurm: SIGUSR2, no hpc_ckpt) comes back with its
+        # own overrides, so no ckpt_path: SLURM_RESTART_COUNT > 0 says it ran before, and it
+        # resumes from its last.ckpt, whichever of the two is newer.
+        found = [path for path in [_newest_hpc_checkpoint(run_dir)] if path is not None]
+        last = run_files.last_checkpoint(run_dir)
+        if int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0 and last.is_file():
+            found.append(last)
+        return max(found, key=lambda path: path.stat().st_mtime) if found else None
     return None
 
 

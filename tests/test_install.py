@@ -55,6 +55,11 @@ def build_wheel(dest: Path) -> Path:
     shutil.copytree(
         ROOT / "gan_lab", source / "gan_lab", ignore=shutil.ignore_patterns("__pycache__")
     )
+    shutil.copytree(
+        ROOT / "hydra_plugins",
+        source / "hydra_plugins",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, source / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
@@ -102,6 +107,10 @@ def test_wheel_ships_every_config_and_the_classifier_weights(tmp_path: Path) -> 
     classifiers = {"digits_classifier.pt", "fashion_mnist_classifier.pt"}
     assert classifiers <= {Path(w).name for w in weights}  # the glob found the weights
     assert sorted(weights - names) == []
+    # The local_gpus launcher, where Hydra looks for plugins; hydra_plugins stays a namespace
+    # package shared with the other plugins.
+    assert "hydra_plugins/gan_lab_launchers/local_gpus_launcher.py" in names
+    assert "hydra_plugins/__init__.py" not in names
 
 
 def test_user_config_folders_extend_the_shipped_ones(tmp_path: Path) -> None:
@@ -157,9 +166,9 @@ def run_installed(
     return processes.run([str(word) for word in command], timeout=timeout, cwd=cwd, env=env)
 
 
-# A wheel build and install, then four CLI start-ups (each imports torch, Lightning and Hydra,
-# ~5 s alone on 2 cores), two of them short training runs and one an evaluation: ~40 s measured
-# on 2 cores; the rest is headroom for a machine busy with other tests.
+# A wheel build and install, then six CLI start-ups (each imports torch, Lightning and Hydra,
+# ~5 s alone on 2 cores), three of them short training runs (one a sweep job) and one an
+# evaluation: ~57 s measured on 2 cores; the rest is headroom for a machine busy with other tests.
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_installed_wheel_trains_and_evaluates_from_an_empty_directory(tmp_path: Path) -> None:
@@ -183,6 +192,17 @@ def test_installed_wheel_trains_and_evaluates_from_an_empty_directory(tmp_path: 
     metrics = json.loads(run_installed([bin_dir / "gan-evaluate", f"ckpt={ckpt}"], empty).stdout)
     assert metrics["iteration"] == 5
     assert "toy/modes" in metrics
+
+    # A sweep through the installed local_gpus launcher (a fake GPU, CPU training): its job is
+    # a fresh interpreter, which must find the installed gan_lab too.
+    run_installed(
+        [bin_dir / "gan-train", "-m", "hydra/launcher=local_gpus", "hydra.launcher.gpus=[7]"]
+        + [f"hydra.launcher.lock_dir={tmp_path / 'locks'}", "hydra.sweep.dir=sweep"]
+        + ["experiment=ring_mlp", "train.iterations=5"],
+        empty,
+    )
+    assert OmegaConf.load(empty / "sweep" / "0" / ".hydra" / "config.yaml").slot.gpus == ["7"]
+    assert (empty / "sweep" / "0" / "done").is_file()
 
     # README's own-configs command with the installed package, whose configs are
     # pkg://gan_lab.conf (an editable install reads them as a folder instead).

@@ -222,6 +222,25 @@ def test_requeued_slurm_job_resumes_from_lightnings_hpc_checkpoint(finished, tmp
         plan(compose_config(FULL, run_dir))
 
 
+def test_requeued_slurm_job_resumes_from_last_checkpoint(finished, tmp_path, monkeypatch):
+    """submitit (hydra/launcher=slurm) requeues a job on SIGUSR2 with its own overrides, no
+    ckpt_path and no hpc_ckpt: SLURM_RESTART_COUNT says it is a requeue, which resumes from
+    checkpoints/last.ckpt instead of being refused as a fresh run into a taken dir."""
+    run_dir = copy_of(finished, tmp_path)
+    (run_dir / "done").unlink()
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    with pytest.raises(RunDirTaken):  # the first attempt of a job: not a resume
+        plan(compose_config(FULL, run_dir))
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    start = plan(compose_config(FULL, run_dir))
+    assert start.checkpoint == run_dir / "checkpoints" / "last.ckpt" and not start.warm
+    assert start.iteration == 10
+    # An hpc_ckpt newer than last.ckpt (Lightning's own requeue) still wins.
+    shutil.copyfile(run_dir / "checkpoints" / "last.ckpt", run_dir / "hpc_ckpt_1.ckpt")
+    assert plan(compose_config(FULL, run_dir)).checkpoint == run_dir / "hpc_ckpt_1.ckpt"
+
+
 # ------------------------------------------------------------------ extending, warm starts
 def test_finished_run_extends_to_a_larger_budget(finished, straight, tmp_path):
     run_dir = copy_of(finished, tmp_path)

@@ -1,0 +1,1 @@
+"""gan_lab's Hydra launcher plugins (Hydra instantiates launchers only from ``hydra_plugins``)."""
