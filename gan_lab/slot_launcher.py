@@ -138,6 +138,7 @@ def launch(
     running: list[_Running] = []
     returns: dict[int, JobReturn] = {}
     stop_status: int | None = None
+    waiting = False
     with (
         tempfile.TemporaryDirectory(prefix="gan_lab-jobs-") as scratch,
         _passed_on(running) as asked,
@@ -165,6 +166,12 @@ def launch(
                     slot=_slot_record(lease, pool),
                 )
                 running.append(_start(job, lease, Path(scratch)))
+            if pending and not running and not waiting:
+                waiting = True  # said once: every slot is another process's
+                log.info(
+                    "local_gpus: every slot is in use by other jobs (leases in %s); waiting",
+                    pool.lock_dir,
+                )
             time.sleep(POLL_S)
     if stop_status is not None:
         log.info("local_gpus: sweep stopped (status %d)", stop_status)

@@ -115,6 +115,15 @@ def _start_sweep(tmp_path: Path, gpus: str, jobs_per_gpu: int, *overrides: str):
     return processes.spawn(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def _wait_for_sweep(sweep: subprocess.Popen, tmp_path: Path, timeout: float) -> str:
+    """Wait for the sweep to end (its group is stopped in any case); returns what it printed."""
+    try:
+        sweep.wait(timeout=timeout)
+    finally:
+        processes.stop(sweep)
+    return (tmp_path / "sweep.log").read_text()
+
+
 def _wait_for_training(run_dir: Path, timeout: float) -> int:
     """The pid of the process training in ``run_dir`` once it has logged a row."""
     deadline = time.monotonic() + timeout
@@ -160,13 +169,12 @@ def _most_at_once(records: dict[int, dict]) -> int:
 
 @pytest.mark.parametrize(
     ("jobs_per_gpu", "slots"),
-    [
-        (1, 2),
-        # ~60 s on 2 cores: four jobs start at once
-        pytest.param(2, 4, marks=pytest.mark.slow),
-    ],
+    [(1, 2), (2, 4)],
 )
-@pytest.mark.timeout(240)  # six jobs, each a fresh interpreter (~8 s on 2 cores), 2 at a time
+# ~40 s each on 2 cores (six fresh interpreters); make test has the launcher's start, slot
+# record and signal path in test_sigterm_to_the_launcher_stops_the_sweep_saved
+@pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_a_sweep_keeps_every_slot_busy_and_a_killed_job_frees_its_slot(
     tmp_path, jobs_per_gpu, slots
 ):
@@ -210,11 +218,13 @@ def test_a_sweep_keeps_every_slot_busy_and_a_killed_job_frees_its_slot(
 
 
 def _stop_sweep_by_sigterm(tmp_path: Path, *overrides: str) -> str:
-    """A 2-job sweep on one slot, SIGTERM to the launcher alone (as `kill <pid>` would) once
-    job 0 trains; returns what the sweep printed."""
-    sweep = _start_sweep(tmp_path, "[0]", 1, "train.iterations=400", "seed=0,1", *overrides)
+    """A 2-job sweep on one slot (fake GPU 3), SIGTERM to the launcher alone (as `kill <pid>`
+    would) once job 0 trains; returns what the sweep printed."""
+    sweep = _start_sweep(tmp_path, "[3]", 1, "train.iterations=400", "seed=0,1", *overrides)
     try:
-        _wait_for_training(tmp_path / "sweep" / "0", timeout=90)
+        pid = _wait_for_training(tmp_path / "sweep" / "0", timeout=90)
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert b"CUDA_VISIBLE_DEVICES=3" in environ  # pinned before the job started
         os.kill(sweep.pid, signal.SIGTERM)
         sweep.wait(timeout=60)
     finally:
@@ -228,6 +238,8 @@ def _stop_sweep_by_sigterm(tmp_path: Path, *overrides: str) -> str:
 def test_sigterm_to_the_launcher_stops_the_sweep_saved(tmp_path):
     output = _stop_sweep_by_sigterm(tmp_path)
     assert "stopped: SIGTERM at iteration" in output  # the job's own stop line
+    config = yaml.safe_load((tmp_path / "sweep" / "0" / ".hydra" / "config.yaml").read_text())
+    assert config["slot"]["gpus"] == ["3"] and config["slot"]["shares"] == [0]
     assert (tmp_path / "sweep" / "0" / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "sweep" / "0" / "done").exists()
     assert not (tmp_path / "sweep" / "1").exists()  # never started
@@ -240,11 +252,7 @@ def test_a_sweep_stopped_by_sigterm_finishes_when_launched_again(tmp_path):
     the stopped job from its last.ckpt (on whichever slot is free then)."""
     _stop_sweep_by_sigterm(tmp_path, "ckpt_path=last")
     sweep = _start_sweep(tmp_path, "[0]", 1, "train.iterations=400", "seed=0,1", "ckpt_path=last")
-    try:
-        sweep.wait(timeout=150)
-    finally:
-        processes.stop(sweep)
-    output = (tmp_path / "sweep.log").read_text()
+    output = _wait_for_sweep(sweep, tmp_path, timeout=150)
     assert sweep.returncode == 0, output[-3000:]
     assert "resuming from" in (tmp_path / "sweep" / "0" / "train.log").read_text()
     assert all((tmp_path / "sweep" / job / "done").is_file() for job in ("0", "1"))
@@ -264,11 +272,7 @@ def test_a_job_of_two_gpus_runs_ddp_on_both(tmp_path):
         "train.iterations=20",
         "seed=0,1",
     )
-    try:
-        sweep.wait(timeout=150)
-    finally:
-        processes.stop(sweep)
-    output = (tmp_path / "sweep.log").read_text()
+    output = _wait_for_sweep(sweep, tmp_path, timeout=150)
     assert sweep.returncode == 0, output[-3000:]
     records = _records(tmp_path / "sweep", killed=-1, killed_at=0.0)
     assert [records[n]["slot"] for n in (0, 1)] == [(("0", "1"), (0, 0))] * 2
@@ -291,3 +295,27 @@ def test_the_jobs_per_gpu_benchmark_runs_on_cpu(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [(row["jobs_per_gpu"], row["finished"]) for row in rows] == [(1, 2), (2, 2)]
     assert all(row["wall_s"] > 0 and row["jobs_per_min"] > 0 for row in rows)
+
+
+@pytest.mark.slow  # ~15 s; the lease semantics are in test_a_killed_holder_releases_its_slot
+@pytest.mark.timeout(180)
+def test_a_sweep_waits_for_a_slot_another_process_holds(tmp_path):
+    """Slots are the machine's, not the sweep's: a lease held elsewhere (another sweep's job)
+    keeps this sweep waiting, and it starts once that holder ends."""
+    pool = SlotPool(["0"], jobs_per_gpu=1, lock_dir=tmp_path / "locks")
+    lease = pool.try_lease(1)
+    holder = processes.spawn(["sleep", "60"], pass_fds=lease.descriptors)
+    lease.release()
+    sweep = _start_sweep(tmp_path, "[0]", 1, "train.iterations=10")
+    try:
+        deadline = time.monotonic() + 60
+        while "waiting" not in (tmp_path / "sweep.log").read_text():
+            assert time.monotonic() < deadline and sweep.poll() is None
+            time.sleep(0.1)
+        assert not (tmp_path / "sweep" / "0").exists()
+        processes.stop(holder)
+        output = _wait_for_sweep(sweep, tmp_path, timeout=90)
+    finally:
+        processes.stop(holder)
+    assert sweep.returncode == 0, output[-3000:]
+    assert (tmp_path / "sweep" / "0" / "done").is_file()
