@@ -217,26 +217,29 @@ def test_a_sweep_keeps_every_slot_busy_and_a_killed_job_frees_its_slot(
     assert any(r["slot"] == records[2]["slot"] and r["start"] > killed_at for r in records.values())
 
 
-def _stop_sweep_by_sigterm(tmp_path: Path, *overrides: str) -> str:
-    """A 2-job sweep on one slot (fake GPU 3), SIGTERM to the launcher alone (as `kill <pid>`
-    would) once job 0 trains; returns what the sweep printed."""
+def _stop_sweep_by_signal(
+    tmp_path: Path, *overrides: str, sig: signal.Signals = signal.SIGTERM, group: bool = False
+) -> str:
+    """A 2-job sweep on one slot (fake GPU 3), ``sig`` to the launcher alone (as `kill <pid>`
+    would) or to its whole process group (as a terminal's Ctrl+C would) once job 0 trains;
+    returns what the sweep printed."""
     sweep = _start_sweep(tmp_path, "[3]", 1, "train.iterations=400", "seed=0,1", *overrides)
     try:
         pid = _wait_for_training(tmp_path / "sweep" / "0", timeout=90)
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         assert b"CUDA_VISIBLE_DEVICES=3" in environ  # pinned before the job started
-        os.kill(sweep.pid, signal.SIGTERM)
+        (os.killpg if group else os.kill)(sweep.pid, sig)
         sweep.wait(timeout=60)
     finally:
         processes.stop(sweep)
     output = (tmp_path / "sweep.log").read_text()
-    assert sweep.returncode == 143, output[-3000:]
+    assert sweep.returncode == 128 + sig, output[-3000:]
     return output
 
 
 @pytest.mark.timeout(120)
 def test_sigterm_to_the_launcher_stops_the_sweep_saved(tmp_path):
-    output = _stop_sweep_by_sigterm(tmp_path)
+    output = _stop_sweep_by_signal(tmp_path)
     assert "stopped: SIGTERM at iteration" in output  # the job's own stop line
     config = yaml.safe_load((tmp_path / "sweep" / "0" / ".hydra" / "config.yaml").read_text())
     assert config["slot"]["gpus"] == ["3"] and config["slot"]["shares"] == [0]
@@ -245,12 +248,24 @@ def test_sigterm_to_the_launcher_stops_the_sweep_saved(tmp_path):
     assert not (tmp_path / "sweep" / "1").exists()  # never started
 
 
+@pytest.mark.slow  # ~16 s; make test has the SIGTERM case
+@pytest.mark.timeout(120)
+def test_ctrl_c_in_the_terminal_stops_the_sweep_saved(tmp_path):
+    """SIGINT to the launcher's process group: each job gets it once (the launcher does not
+    pass it on, which would be a second Ctrl+C), saves at its iteration boundary, and the
+    sweep ends with 130, starting no new job."""
+    output = _stop_sweep_by_signal(tmp_path, sig=signal.SIGINT, group=True)
+    assert "stopped: SIGINT at iteration" in output and "stopped at once" not in output
+    assert (tmp_path / "sweep" / "0" / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "sweep" / "1").exists()
+
+
 @pytest.mark.slow  # ~40 s: a stopped sweep launched again (three jobs in all)
 @pytest.mark.timeout(240)
 def test_a_sweep_stopped_by_sigterm_finishes_when_launched_again(tmp_path):
     """README's "Interrupted multirun": the same sweep again with ckpt_path=last finishes it,
     the stopped job from its last.ckpt (on whichever slot is free then)."""
-    _stop_sweep_by_sigterm(tmp_path, "ckpt_path=last")
+    _stop_sweep_by_signal(tmp_path, "ckpt_path=last")
     sweep = _start_sweep(tmp_path, "[0]", 1, "train.iterations=400", "seed=0,1", "ckpt_path=last")
     output = _wait_for_sweep(sweep, tmp_path, timeout=150)
     assert sweep.returncode == 0, output[-3000:]
