@@ -9,7 +9,7 @@ Training workloads: each repeat is one fresh ``Trainer.fit`` (gan_lab) or one fr
 built from the same composed Hydra config and seed, so both start from identical networks and
 optimizers. Timed: from the start of iteration ``warmup`` to the end of the last iteration
 (gan_lab: ``on_train_batch_start`` of that batch to ``on_train_batch_end`` of the last, via
-``_StepTimer``). That includes all of Lightning's per-step work (data fetch, logging at
+``StepTimer``). That includes all of Lightning's per-step work (data fetch, logging at
 ``train.log_every``, the progress bar, hooks) but not the one-time setup of ``fit``. One
 "sample" is one element of a real minibatch (batch_size x k_d_steps per iteration).
 
@@ -109,25 +109,26 @@ class PeakMemory:
             self.peak_mb = max(self.peak_mb, self._rss_mb())
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-class _StepTimer(L.Callback):
-    """Wall time from the start of batch ``warmup`` to the end of the last batch."""
+class StepTimer(L.Callback):
+    """Wall time from the start of batch ``warmup`` to the end of the last batch (the module's
+    device synchronised at both ends)."""
 
-    def __init__(self, warmup: int, device: torch.device) -> None:
-        self.warmup, self.device = warmup, device
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
         self.start = self.end = 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: D102
         if batch_idx == self.warmup:
-            _sync(self.device)
+            sync(pl_module.device)
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: D102
-        _sync(self.device)
+        sync(pl_module.device)
         self.end = time.perf_counter()
 
 
@@ -181,7 +182,7 @@ class TrainWorkload:
         L.seed_everything(self.cfg.seed, verbose=False)
         module = build_module(self.cfg, self.datamodule.sample_shape)
         trainer = build_trainer(self.cfg)
-        timer = _StepTimer(self.args.warmup, self.device)
+        timer = StepTimer(self.args.warmup)
         trainer.callbacks.append(timer)
         with PeakMemory(self.device) as mem:
             trainer.fit(module, datamodule=self.datamodule)
@@ -223,7 +224,7 @@ class TrainWorkload:
         with PeakMemory(device) as mem:
             for iteration in range(args.warmup + args.iterations):
                 if iteration == args.warmup:
-                    _sync(device)
+                    sync(device)
                     start = time.perf_counter()
                 for _ in range(cfg.train.k_d_steps):
                     real = data[torch.randint(len(data), (batch_size,), device=device)]
@@ -246,7 +247,7 @@ class TrainWorkload:
                 discriminator.requires_grad_(True)
                 if (iteration + 1) % log_every == 0:  # what a hand-written loop logs
                     logged += [d_loss.item(), g_loss.item()]
-            _sync(device)
+            sync(device)
             seconds = time.perf_counter() - start
         items = args.iterations * self.samples_per_iteration
         return Measurement(items, seconds, mem.peak_mb)
@@ -284,10 +285,10 @@ class SamplingWorkload:
 
     def _timed(self, fn: Any) -> Measurement:
         with PeakMemory(self.device) as mem, _autocast(self.cfg, self.device):
-            _sync(self.device)
+            sync(self.device)
             start = time.perf_counter()
             images = fn()
-            _sync(self.device)
+            sync(self.device)
             seconds = time.perf_counter() - start
         assert len(images) == self.n
         return Measurement(self.n, seconds, mem.peak_mb)
@@ -333,10 +334,10 @@ class FeatureWorkload:
     def run_a(self) -> Measurement:
         distance = self.make_distance()
         with PeakMemory(self.device) as mem:
-            _sync(self.device)
+            sync(self.device)
             start = time.perf_counter()
             distance.add_real(self.images, batch_size=self.batch_size)
-            _sync(self.device)
+            sync(self.device)
             seconds = time.perf_counter() - start
         return Measurement(self.n, seconds, mem.peak_mb)
 
@@ -344,7 +345,7 @@ class FeatureWorkload:
     def run_b(self) -> Measurement:
         cnn = self.extractor.classifier
         with PeakMemory(self.device) as mem:
-            _sync(self.device)
+            sync(self.device)
             start = time.perf_counter()
             total = torch.zeros(128, dtype=torch.float64, device=self.device)
             outer = torch.zeros(128, 128, dtype=torch.float64, device=self.device)
@@ -358,7 +359,7 @@ class FeatureWorkload:
                 features = features.double()
                 total += features.sum(0)
                 outer += features.T @ features
-            _sync(self.device)
+            sync(self.device)
             seconds = time.perf_counter() - start
         return Measurement(self.n, seconds, mem.peak_mb)
 

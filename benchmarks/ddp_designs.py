@@ -32,7 +32,6 @@ import argparse
 import inspect
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -47,11 +46,13 @@ from typing import Any
 import lightning as L
 import torch
 import torch.distributed as dist
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.optim import Optimizer
+
+from benchmarks.bench import StepTimer
+from benchmarks.bench import machine_info as bench_machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 # In the order each pair runs; ratios are first/second: the candidate over today's design.
@@ -195,33 +196,17 @@ class GANAwareDDPStrategy(DDPStrategy):
 # ----------------------------------------------------------------------------- measurement
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class IterationTimer(Callback):
-    """Wall time from the start of iteration ``warmup`` to the end of the last, and the final
-    parameters, of each rank: ``<dirpath>/rank<r>.json`` and ``rank<r>.pt``."""
+class IterationTimer(StepTimer):
+    """``make bench``'s StepTimer on each rank, written down with the rank's final parameters
+    at the end of training: ``<dirpath>/rank<r>.json`` and ``rank<r>.pt``."""
 
     def __init__(self, dirpath: str, warmup: int) -> None:
+        super().__init__(warmup)
         self.dirpath = Path(dirpath)
-        self.warmup = warmup
-        self.start = self.end = 0.0
         self.timed = 0
 
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        if batch_idx == self.warmup:
-            _sync(pl_module.device)
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
-    ) -> None:
-        _sync(pl_module.device)
-        self.end = time.perf_counter()
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args)
         self.timed += 1
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -362,17 +347,10 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def machine_info(args: argparse.Namespace) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "device": args.device,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        # Another job on the machine slows one design's runs more than the other's: the load
-        # at the start and end of the call says whether the figures can be trusted.
-        "load_average_end": os.getloadavg(),
-        "torch": torch.__version__,
-        "lightning": L.__version__,
-        "python": sys.version.split()[0],
-    }
+    info = bench_machine_info(args)
+    # Another job on the machine slows one design's runs more than the other's: the load at
+    # the start and end of the call says whether the figures can be trusted.
+    info["load_average_end"] = os.getloadavg()
     if args.device == "cuda":
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return info

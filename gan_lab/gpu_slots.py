@@ -62,23 +62,17 @@ class Lease:
 
 
 class SlotPool:
-    """``jobs_per_gpu`` shares of each of ``gpus``, leased through lock files in ``lock_dir``."""
+    """``jobs_per_gpu`` shares of each of ``gpus``, leased through lock files in ``lock_dir``.
+
+    The settings are checked where the user gives them (gan_lab.slot_launcher.slot_pool, one
+    line naming the key): at least one GPU, none twice, ``jobs_per_gpu`` >= 1.
+    """
 
     def __init__(self, gpus: Sequence[str], jobs_per_gpu: int, lock_dir: str | Path) -> None:
-        if not gpus:
-            raise ValueError("no GPU to run jobs on")
-        if len(set(gpus)) != len(gpus):
-            raise ValueError(f"a GPU is listed twice: {list(gpus)}")
-        if jobs_per_gpu < 1:
-            raise ValueError(f"jobs_per_gpu must be >= 1, got {jobs_per_gpu}")
         self.gpus = list(gpus)
         self.jobs_per_gpu = jobs_per_gpu
         self.lock_dir = Path(lock_dir)
         self.lock_dir.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def size(self) -> int:
-        return len(self.gpus) * self.jobs_per_gpu
 
     def try_lease(self, gpus_per_job: int) -> Lease | None:
         """Lease one free share on each of ``gpus_per_job`` GPUs, or None when not that many

@@ -66,7 +66,7 @@ class _Job:
     config: DictConfig
     task_function: TaskFunction
     singleton_state: dict[Any, Any]
-    slot: dict[str, Any]
+    slot: DeviceSlot
 
 
 @dataclass
@@ -75,7 +75,6 @@ class _Running:
     overrides: Sequence[str]
     process: subprocess.Popen
     result: Path
-    lease: Lease
 
 
 def slot_pool(
@@ -97,7 +96,7 @@ def slot_pool(
             "no GPU found (CUDA_VISIBLE_DEVICES is empty or this machine has none); list them, "
             "e.g. hydra.launcher.gpus=[0,1], or use hydra/launcher=local_parallel for CPU jobs",
         )
-    if len(set(found)) != len(found):
+    if len(set(found)) != len(found):  # one lock file would stand for two GPUs
         raise ConfigError("hydra.launcher.gpus", found, "lists a GPU twice")
     if gpus_per_job > len(found):
         raise ConfigError(
@@ -179,13 +178,8 @@ def launch(
     return [returns[index] for index in sorted(returns)]
 
 
-def _slot_record(lease: Lease, pool: SlotPool) -> dict[str, Any]:
-    return {
-        "gpus": list(lease.gpus),
-        "shares": list(lease.shares),
-        "jobs_per_gpu": pool.jobs_per_gpu,
-        "host": socket.gethostname(),
-    }
+def _slot_record(lease: Lease, pool: SlotPool) -> DeviceSlot:
+    return DeviceSlot(list(lease.gpus), list(lease.shares), pool.jobs_per_gpu, socket.gethostname())
 
 
 def _start(job: _Job, lease: Lease, scratch: Path) -> _Running:
@@ -200,10 +194,10 @@ def _start(job: _Job, lease: Lease, scratch: Path) -> _Running:
         env=env,
         pass_fds=lease.descriptors,  # the job holds the lease until its last process ends
     )
-    lease.note(f"pid {process.pid} job #{job.index} {socket.gethostname()}")
+    lease.note(f"pid {process.pid} job #{job.index} {job.slot.host}")
     lease.release()  # the launcher's copies: from now on only the job holds the slot
     log.info("#%d on GPU %s: %s", job.index, lease.cuda_visible_devices, _shown(job.overrides))
-    return _Running(job.index, job.overrides, process, result, lease)
+    return _Running(job.index, job.overrides, process, result)
 
 
 def _collect(job: _Running) -> tuple[int, JobReturn]:
@@ -277,8 +271,8 @@ def run_one(job_file: Path, result_file: Path) -> None:
         sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{job.index}"
         sweep_config.hydra.job.num = job.index
         # Recorded in .hydra/hydra.yaml; the process already has it from the launcher.
-        sweep_config.hydra.job.env_set.CUDA_VISIBLE_DEVICES = ",".join(job.slot["gpus"])
-        sweep_config.slot = DeviceSlot(**job.slot)
+        sweep_config.hydra.job.env_set.CUDA_VISIBLE_DEVICES = ",".join(job.slot.gpus)
+        sweep_config.slot = job.slot
         if not rank_zero:
             sweep_config.hydra.output_subdir = None
     HydraConfig.instance().set_config(sweep_config)
@@ -297,9 +291,8 @@ def run_one(job_file: Path, result_file: Path) -> None:
         returned.return_value = JobFailed(f"{type(error).__name__}: {error}")
         returned.status = JobStatus.FAILED
         payload = cloudpickle.dumps(returned)
-    partial = result_file.with_suffix(".partial")
-    partial.write_bytes(payload)
-    partial.replace(result_file)
+    # No temp file and rename: the launcher reads it only after this process exited with 0.
+    result_file.write_bytes(payload)
 
 
 if __name__ == "__main__":
