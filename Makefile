@@ -60,11 +60,11 @@ bench: setup
 toy-bench: setup
 	$(PY) -m benchmarks.toy_bench $(ARGS)
 
-# A small CPU study: 3 losses x 2 seeds on the ring, 2 jobs in parallel (joblib), then the report.
+# A small CPU study: 3 losses x 3 seeds on the ring, 2 jobs in parallel (joblib), then the report.
 SWEEP_DIR ?= multirun/sweep_$(shell date +%Y-%m-%d_%H-%M-%S)
 sweep: setup
 	$(PY) -m gan_lab.train -m hydra/launcher=local_parallel experiment=ring_mlp \
-		loss=minimax,non_saturating,hinge seed=0,1 train.iterations=1500 \
+		loss=minimax,non_saturating,hinge seed=0,1,2 train.iterations=1500 \
 		eval.every_n_iterations=500 trainer.enable_progress_bar=false hydra.sweep.dir=$(SWEEP_DIR)
 	$(PY) -m gan_lab.report $(SWEEP_DIR)
 

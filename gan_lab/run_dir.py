@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gan_lab.loggers import WANDB_ID_FILE
+from gan_lab.loggers import WANDB_ID_FILE, WANDB_NAME_FILE
 
 DONE_FILE = "done"
 DONE_SCHEMA = 1
@@ -43,7 +43,10 @@ class DoneRecord:
       warm-started from: ``{"checkpoint": path, "iteration": n, "config_digest": ...}``;
     - ``resumes``: one entry per resume in this run dir, ``{"iteration": n, "changes":
       {key: [old, new]}}``;
-    - ``finished_at``: UTC time, ISO 8601.
+    - ``finished_at``: UTC time, ISO 8601;
+    - ``best``: the best value of the checkpoint callback's monitored metric over the run's
+      evaluations (best.ckpt's), ``{"metric": "val/primary", "value": v, "iteration": n}``;
+      null when nothing was evaluated. Records written before it was added lack it (None).
 
     Files from before schema 1 held only the metrics; they read as a record with ``iterations``
     and everything else unknown (None).
@@ -56,6 +59,7 @@ class DoneRecord:
     started_from: dict[str, Any] | None = None
     resumes: list[dict[str, Any]] = field(default_factory=list)
     finished_at: str | None = None
+    best: dict[str, Any] | None = None
     schema: int = DONE_SCHEMA
 
     @classmethod
@@ -127,7 +131,7 @@ def clear_previous_run(run_dir: str | Path) -> list[Path]:
     """Delete what a previous run wrote (``RUN_OUTPUTS``); return the paths removed."""
     run_dir = Path(run_dir)
     removed = []
-    for name in (*RUN_OUTPUTS, WANDB_ID_FILE):
+    for name in (*RUN_OUTPUTS, WANDB_ID_FILE, WANDB_NAME_FILE):
         path = run_dir / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)

@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gan_lab import build
+from gan_lab.callbacks.checkpoint import best_evaluation
 from gan_lab.config import CONF_DIR  # importing it registers the run schema
 from gan_lab.console import run_log
 from gan_lab.data.base import GANDataModule
@@ -121,6 +122,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 metrics=run.metrics,
                 config_digest=config_digest(run.module.config),
                 config=run.module.config,
+                best=best_evaluation(run.trainer),
                 **run.module.lineage,  # started_from, resumes
             )
             write_done(cfg.paths.output_dir, record)

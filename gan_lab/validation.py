@@ -360,6 +360,69 @@ def fit_eval_to_data(cfg: DictConfig, datamodule: GANDataModule) -> None:
     evaluator.num_real = size
 
 
+def check_optimized_metric(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` unless a run of ``cfg`` logs ``optimized_metric``, the value a
+    sweeper optimises: read from what the data and the evaluator declare, nothing built.
+
+    Sweepers call it before their first trial (a run that logs no such key returns nothing, and
+    the sweep would fail only after that trial). Any ``train/`` key passes: every run logs its
+    losses, plus diagnostics its loss picks. Nothing is checked when the evaluator or the data
+    declares nothing (a custom evaluator).
+    """
+    metric = cfg.get("optimized_metric")
+    evaluated = _evaluated_keys(cfg)
+    if evaluated is None or (isinstance(metric, str) and metric.startswith("train/")):
+        return
+    if metric in evaluated:
+        return
+    head = (
+        "a sweep optimises a logged metric" if metric is None else "no run of this config logs it"
+    )
+    train = "train/ keys (train/d_loss, train/g_loss, the loss's diagnostics)"
+    if evaluated:
+        rule = (
+            f"{head}; runs log {', '.join(sorted(evaluated))} and "
+            f"{train}: set optimized_metric to one of them"
+        )
+    else:
+        rule = (
+            f"{head}; no evaluation runs (eval.evaluator is null, eval.every_n_iterations=0 "
+            f"or callbacks=none), so runs log only {train}: choose an eval group with a "
+            "cadence > 0 and the default callbacks, or set optimized_metric to a train/ key"
+        )
+    raise ConfigError("optimized_metric", metric, rule)
+
+
+def _evaluated_keys(cfg: DictConfig) -> frozenset[str] | None:
+    """The keys a run's evaluations log (empty: no evaluation runs); None when the evaluator or
+    the data does not declare them."""
+    from gan_lab.callbacks.checkpoint import IterationCheckpoint
+    from gan_lab.callbacks.evaluation import Evaluation
+
+    every = OmegaConf.select(cfg, "eval.every_n_iterations")
+    no_evaluator = OmegaConf.select(cfg, "eval.evaluator") is None or every == 0
+    if no_evaluator or not _callbacks_of(cfg, Evaluation):
+        return frozenset()
+    logged_keys = _declared(target_of(cfg, "eval.evaluator"), "logged_keys")
+    suite = _declared(target_of(cfg, "data"), "metrics")
+    if logged_keys is None or suite is None:
+        return None
+    keys = logged_keys(suite, OmegaConf.select(cfg, "eval.evaluator.extractor_name"))
+    # The checkpoint callback logs the best value of the metric it monitors, and its iteration.
+    for key in _callbacks_of(cfg, IterationCheckpoint):
+        if (monitor := OmegaConf.select(cfg, f"{key}.monitor")) in keys:
+            keys |= {f"best/{monitor}", "best/iteration"}
+    return keys
+
+
+def _callbacks_of(cfg: DictConfig, kind: type) -> list[str]:
+    """The keys of the ``callbacks`` nodes whose ``_target_`` is a ``kind``."""
+    keys = [f"callbacks.{name}" for name in cfg.get("callbacks") or {}]
+    return [
+        key for key in keys if isinstance(t := target_of(cfg, key), type) and issubclass(t, kind)
+    ]
+
+
 def validate(cfg: DictConfig, datamodule: GANDataModule | None = None) -> None:
     """Raise ``ConfigError`` on the first rule ``cfg`` breaks.
 

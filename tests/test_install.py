@@ -107,9 +107,10 @@ def test_wheel_ships_every_config_and_the_classifier_weights(tmp_path: Path) -> 
     classifiers = {"digits_classifier.pt", "fashion_mnist_classifier.pt"}
     assert classifiers <= {Path(w).name for w in weights}  # the glob found the weights
     assert sorted(weights - names) == []
-    # The local_gpus launcher, where Hydra looks for plugins; hydra_plugins stays a namespace
-    # package shared with the other plugins.
+    # The local_gpus launcher and the optuna_study sweeper, where Hydra looks for plugins;
+    # hydra_plugins stays a namespace package shared with the other plugins.
     assert "hydra_plugins/gan_lab_launchers/local_gpus_launcher.py" in names
+    assert "hydra_plugins/gan_lab_sweepers/optuna_study_sweeper.py" in names
     assert "hydra_plugins/__init__.py" not in names
 
 

@@ -58,7 +58,7 @@ pytestmark = pytest.mark.timeout(300)
 # Runnable commands kept out of the fast tier: (text the command contains, why).
 SLOW = [
     ("hydra/launcher=local_parallel", "joblib workers each import torch (~20 s)"),
-    ("hparams_search=", "Optuna sweep (~15 s); tests/test_sweeps.py runs one in the fast tier"),
+    ("hparams_search=", "Optuna sweep (~15 s); tests/test_optuna_study.py runs one, fast tier"),
     ("make sweep", "6 jobs on joblib + report (~25 s)"),
     ("experiment=paper_mlp", "k=3 on digits (~20 s); composed in the fast tier"),
     ("experiment=digits_dcgan", "a second DCGAN preset (~8 s; make train runs one); composed"),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Checkpoint
 
 from gan_lab.arguments import Count
@@ -32,6 +33,11 @@ class IterationCheckpoint(Checkpoint):
     ``last.ckpt`` is written first at each iteration, being what a resume reads: a disk that
     fills on the periodic or best file still leaves it current. Those two, when they hold the
     same iteration, are hard links to it (``link_or_copy``): no second write, no new space.
+
+    It is the one tracker of the best ``monitor`` value: at each evaluation it logs the best so
+    far and its iteration as ``best/<monitor>`` and ``best/iteration`` (so a W&B summary, whose
+    value is the last one logged, holds the run's best, and a dashboard can sort a sweep by it),
+    and ``best`` gives them to the run's ``done`` record.
     """
 
     def __init__(
@@ -51,6 +57,7 @@ class IterationCheckpoint(Checkpoint):
         self.mode = mode
         self.best_score = math.inf if mode == "min" else -math.inf
         self.best_path: str | None = None
+        self.best_iteration: int | None = None
         self._saved_iteration = -1
         self._last_value: Any = None
 
@@ -70,8 +77,16 @@ class IterationCheckpoint(Checkpoint):
             return
         # As soon as a new metric value arrives, not only on cadence; decided before last.ckpt is
         # written so that it records the new best score.
-        new_best = self._update_best(trainer)
         iteration = pl_module.iteration
+        score = self._new_score(trainer)
+        new_best = score is not None and self._update_best(score, iteration)
+        if score is not None and (best := self._best_metrics()):
+            # In callback_metrics too: the run's final metrics (done, a sweeper's
+            # optimized_metric=best/val/primary) hold its best.
+            trainer.callback_metrics.update({k: torch.tensor(v) for k, v in best.items()})
+            if trainer.is_global_zero:
+                for logger in trainer.loggers:
+                    logger.log_metrics(best, step=iteration)
         # The final iteration's last.ckpt is written here too (on_train_end then has nothing to
         # do), so that it comes before a best.ckpt of that same iteration; so is the last one of
         # a run that stops early (a signal, max_skips), which ends before on_train_end.
@@ -104,13 +119,16 @@ class IterationCheckpoint(Checkpoint):
         elif trainer.is_global_zero:  # rank 0 writes files, as in Trainer.save_checkpoint
             link_or_copy(self.last_path, path)
 
-    def _update_best(self, trainer: L.Trainer) -> bool:
-        """Whether a new metric value is the best so far (then ``best_score`` is updated)."""
+    def _new_score(self, trainer: L.Trainer) -> float | None:
+        """The monitored metric's value if it arrived since the last call (an evaluation)."""
         value = trainer.callback_metrics.get(self.monitor) if self.monitor else None
         if value is None or value is self._last_value:
-            return False
+            return None
         self._last_value = value
-        score = float(value)
+        return float(value)
+
+    def _update_best(self, score: float, iteration: int) -> bool:
+        """Whether ``score`` is the best so far (then ``best_*`` are updated)."""
         better = score < self.best_score if self.mode == "min" else score > self.best_score
         # The first score is the best so far even when it is the worst possible (a toy run
         # whose samples hit no mode has reverse KL = inf): every evaluated run has a best.ckpt.
@@ -118,10 +136,28 @@ class IterationCheckpoint(Checkpoint):
         if better or first:
             self.best_score = score
             self.best_path = str(self.dirpath / "best.ckpt")
+            self.best_iteration = iteration
         return better or first
 
+    def _best_metrics(self) -> dict[str, float]:
+        if self.best_iteration is None:
+            return {}
+        return {f"best/{self.monitor}": self.best_score, "best/iteration": self.best_iteration}
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """``{"metric", "value", "iteration"}`` of the best evaluation so far (best.ckpt's), or
+        None before the first one; what ``done`` records."""
+        if self.best_iteration is None:
+            return None
+        return {"metric": self.monitor, "value": self.best_score, "iteration": self.best_iteration}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"best_score": self.best_score, "best_path": self.best_path}
+        return {
+            "best_score": self.best_score,
+            "best_path": self.best_path,
+            "best_iteration": self.best_iteration,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # The best so far counts only while this dir holds its best.ckpt: a warm start from
@@ -129,3 +165,12 @@ class IterationCheckpoint(Checkpoint):
         if (self.dirpath / "best.ckpt").is_file():
             self.best_score = state_dict.get("best_score", self.best_score)
             self.best_path = str(self.dirpath / "best.ckpt")
+            # Checkpoints written before the iteration was kept lack it: unknown, not 0.
+            self.best_iteration = state_dict.get("best_iteration")
+
+
+def best_evaluation(trainer: L.Trainer) -> dict[str, Any] | None:
+    """The run's best evaluation (``IterationCheckpoint.best``), or None without the callback:
+    it is the one tracker of the best (best.ckpt's)."""
+    trackers = [c for c in trainer.callbacks if isinstance(c, IterationCheckpoint)]
+    return trackers[0].best if trackers else None

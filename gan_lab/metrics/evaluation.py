@@ -48,6 +48,24 @@ class Evaluator:
     # The split real samples come from; validation clamps num_real to its size
     # (gan_lab.validation.fit_eval_to_data).
     real_split: ClassVar[str] = "train"
+    # The keys each suite logs, for checks that build nothing (a sweep's optimized_metric,
+    # gan_lab.validation.check_optimized_metric); "{name}" stands for extractor_name.
+    # tests/test_optuna_study.py holds it to what the suites return. gaussian_1d logs
+    # theory/value and theory/d_vs_dstar_max_err only where D estimates D* (see _d_on_grid).
+    suite_keys: ClassVar[dict[str, tuple[str, ...]]] = {
+        "features": ("val/fid_{name}", "val/kid_{name}", "val/primary"),
+        "modes": ("toy/modes", "toy/high_quality", "toy/reverse_kl", "val/primary"),
+        "gaussian_1d": (
+            "toy/mean_error",
+            "toy/std_error",
+            "toy/wasserstein",
+            "theory/jsd",
+            "theory/value_d_star",
+            "theory/value",
+            "theory/d_vs_dstar_max_err",
+            "val/primary",
+        ),
+    }
     # Settings come from the eval group's YAML (gan_lab/conf/eval/*.yaml), their one home.
     # A feature module, or a factory called with the datamodule (returns None: no FID).
     extractor: nn.Module | Callable[[GANDataModule], nn.Module | None] | None
@@ -58,6 +76,12 @@ class Evaluator:
     kid_subset_size: Count
     plot_dir: str | None = None
     _distance: FeatureDistance | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def logged_keys(cls, suite: str, extractor_name: str) -> frozenset[str]:
+        """The metric keys ``suite`` may log with this extractor name (none for an unknown
+        suite, which validation refuses)."""
+        return frozenset(key.format(name=extractor_name) for key in cls.suite_keys.get(suite, ()))
 
     def __call__(
         self, module: GANModule, datamodule: GANDataModule, iteration: int

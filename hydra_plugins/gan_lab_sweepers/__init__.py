@@ -1,0 +1,1 @@
+"""gan_lab's Hydra sweeper plugins (Hydra instantiates sweepers only from ``hydra_plugins``)."""
