@@ -16,11 +16,10 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
-WANDB_ID_FILE = "wandb_run_id.txt"
+from gan_lab.run_dir import WANDB_ID_FILE, WANDB_NAME_FILE
+
 # What a dashboard sorts a study's runs by (gan_lab.callbacks.checkpoint logs the best).
 STUDY_METRICS = ("val/primary", "best/val/primary")
-# The run's W&B name, kept from its first start so that a resume shows the same name.
-WANDB_NAME_FILE = "wandb_run_name.txt"
 
 
 class _AppendingWriter(ExperimentWriter):

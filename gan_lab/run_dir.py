@@ -17,9 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gan_lab.loggers import WANDB_ID_FILE, WANDB_NAME_FILE
-
 DONE_FILE = "done"
+# The W&B run's id and name (gan_lab.loggers), kept so that a resume continues the same run under
+# the same name. Named here, with the run dir's other files, so that reading a run dir
+# (gan_lab.report) does not import the loggers (and Lightning).
+WANDB_ID_FILE = "wandb_run_id.txt"
+WANDB_NAME_FILE = "wandb_run_name.txt"
 DONE_SCHEMA = 1
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"

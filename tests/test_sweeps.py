@@ -27,6 +27,9 @@ def multirun(sweep_dir: Path, *overrides: str):
     return run_cli("-m", *TINY, *overrides, f"hydra.sweep.dir={sweep_dir}")
 
 
+# ~10 s; in make test the README's first sweep and its report command run the same path, and
+# tests/test_report.py checks the report's numbers on a fixture.
+@pytest.mark.slow
 def test_report_groups_seeds(tmp_path):
     multirun(tmp_path, "loss=minimax,hinge", "seed=0,1")
     table = write_report(tmp_path)
@@ -36,7 +39,7 @@ def test_report_groups_seeds(tmp_path):
     assert (tmp_path / "report.csv").is_file() and (tmp_path / "report.png").is_file()
 
 
-@pytest.mark.slow  # ~14 s; test_report_groups_seeds runs a multirun in make test
+@pytest.mark.slow  # ~14 s; the README's first sweep runs a multirun in make test
 def test_submitit_local_runs_both_jobs(tmp_path):
     multirun(tmp_path, "hydra/launcher=submitit_local", "loss=minimax,hinge")
     done = sorted(tmp_path.glob("*/done"))
