@@ -173,7 +173,8 @@ def interrupt_and_resume(tmp_path: Path, case: str, sig: int, seed: int, at_star
 
 
 # ------------------------------------------------------------------ make test: representatives
-# Slow: make test's SIGINT sweep test interrupts and resumes the same ring run, CSVs compared.
+# Slow: the SIGINT sweep test (slow too) interrupts and resumes the same ring run, CSVs compared;
+# make test keeps the image-folder case below.
 @pytest.mark.slow
 @pytest.mark.timeout(200)  # three runs of about 5 s, each started as a fresh process
 def test_ring_sigint_then_resume_equals_straight_run(tmp_path):
@@ -265,12 +266,13 @@ def launch_sweep(sweep_dir: Path, *extra: str) -> subprocess.Popen:
     )
 
 
+# Slow (~31 s each): in make test, Ctrl+C in a sweep's job and its re-launch resuming the cut
+# job are tests/test_optuna_study.py's kill test (SIGINT, exit 130, the cut trial resumed from
+# its checkpoint), the README's `<same sweep overrides> ... ckpt_path=last` command (a basic
+# sweep re-launched mid-run) and tests/test_gpu_slots.py's SIGTERM to a launcher.
+@pytest.mark.slow
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize(
-    "sig",
-    [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],
-    ids=["SIGINT", "SIGTERM"],
-)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_stops_a_sweep_and_relaunch_finishes_it(tmp_path, sig):
     """Ctrl+C (or SIGTERM) in the first of two jobs: exit 130 (143) and no second job; the
     same sweep re-launched with ckpt_path=last resumes the first, runs the second, and each
