@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from gan_lab.run_lock import RunLock
 from gan_lab.stopping import EXIT_SIGINT
 from gan_lab.validation import check_optimized_metric
 from tests import processes
+from tests.test_interruptions import finish, wait_for
 from tests.test_sweeps import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,21 +62,6 @@ def launch(sweep_dir: Path, *extra: str) -> subprocess.Popen:
     return processes.spawn(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-
-
-def finish(process: subprocess.Popen, expected: int) -> str:
-    out, err = processes.communicate(process, timeout=100)
-    assert process.returncode == expected, (out + err)[-4000:]
-    return out + err
-
-
-def wait_for(process: subprocess.Popen, progress: Path, iteration: int) -> None:
-    deadline = time.monotonic() + 90
-    while not (progress.is_file() and (text := progress.read_text()) and int(text) >= iteration):
-        if process.poll() is not None:
-            pytest.fail("the sweep ended before it could be stopped:\n" + finish(process, 0))
-        assert time.monotonic() < deadline, f"{progress} did not reach iteration {iteration}"
-        time.sleep(0.01)
 
 
 def load_trials(sweep_dir: Path) -> list:
