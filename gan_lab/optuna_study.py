@@ -68,14 +68,15 @@ class ResumableOptunaSweeperImpl(OptunaSweeperImpl):
                 self.launcher = DivergedAsFailed(self.launcher)
                 self._rerun_unfinished(study)
                 held = len(study.trials)
+                to_run = max(0, self.n_trials - held)
                 log.info(
                     "study %s holds %d trials; n_trials=%d: %d to run",
                     study.study_name,
                     held,
                     self.n_trials,
-                    max(0, self.n_trials - held),
+                    to_run,
                 )
-                self.n_trials = max(0, self.n_trials - held)
+                self.n_trials = to_run
                 self.sampler = self._reseeded_sampler(held)
                 try:
                     super().sweep(arguments)  # loads the same study, runs the new trials
@@ -199,9 +200,8 @@ def claimed_sweep_dir(sweep_dir: Path) -> Iterator[None]:
     lock = RunLock(sweep_dir)
     try:
         lock.acquire()
-    except RunDirInUse:
-        owner = RunLock.read_owner(lock.path)
-        holder = owner.describe() if owner is not None else "another process"
+    except RunDirInUse as error:
+        holder = error.owner.describe() if error.owner is not None else "another process"
         raise UserError(
             f"hydra.sweep.dir={sweep_dir}: {holder} is sweeping there; one sweep per sweep dir "
             "at a time: wait for it to end, or pick another hydra.sweep.dir"

@@ -52,7 +52,12 @@ _COMMAND_CHARS = 200
 
 
 class RunDirInUse(UserError):
-    """Another live process holds the run dir's lock."""
+    """Another live process holds the run dir's lock: ``owner`` (None while the lock keeps
+    changing hands)."""
+
+    def __init__(self, message: str, owner: LockOwner | None = None) -> None:
+        super().__init__(message)
+        self.owner = owner
 
 
 @dataclass
@@ -246,7 +251,7 @@ class RunLock:
                 continue  # released or taken over since our create: try again
             data, owner, mtime = found
             if not is_stale(owner, mtime, time.time(), self.stale_after_s):
-                raise RunDirInUse(self._in_use_message(owner))
+                raise RunDirInUse(self._in_use_message(owner), owner)
             claim = _claim_takeover(self.path, data, content)
             if claim is None:
                 time.sleep(_CLAIM_POLL_S)  # another process is taking it over right now
