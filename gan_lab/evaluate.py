@@ -7,7 +7,9 @@
     gan_lab.evaluate("PATH", overrides=[...])      (from Python: returns the metrics dict)
 
 Writes beside the checkpoint, named after it (so best.ckpt and last.ckpt of one run keep their
-own results): ``<stem>.metrics.json`` and ``<stem>.samples.png``; ``save_samples=N`` adds
+own results): ``<stem>.metrics.json`` (the metrics and their ``protocol``: extractor weights,
+reference split/size/fingerprint, sample counts, preprocessing; gan_lab.metrics.protocol) and
+``<stem>.samples.png``; ``save_samples=N`` adds
 ``<stem>.samples.npz`` (array ``samples``, shape (N, ...), in data space); ``save_images=N``
 writes N generated images as PNG files into ``<stem>.images/`` (image data only), for outside
 FID tools such as torch-fidelity or clean-fid. ``device=auto`` (default) uses a GPU when there
@@ -27,6 +29,7 @@ The checkpoint is opened with ``torch.load(weights_only=True)``, so nothing in i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -45,6 +48,7 @@ from gan_lab.build import build_datamodule
 from gan_lab.callbacks.samples import image_grid, toy_plot
 from gan_lab.checkpoint_io import load_checkpoint_file
 from gan_lab.config import CONF_DIR
+from gan_lab.config_nodes import target_of
 from gan_lab.data import to_pixels
 from gan_lab.errors import UsageError, reported_as_one_line
 from gan_lab.loading import resolve_device, restore_module, stored_config
@@ -89,6 +93,7 @@ def evaluate(
     metrics: dict[str, Any] = {"checkpoint": str(ckpt), "iteration": iteration}
     if evaluator is not None:
         metrics.update(evaluator(module, datamodule, iteration))
+        metrics["protocol"] = evaluator.protocol
     if datamodule.kind == "toy":
         toy_plot(
             module.generate(2000),
@@ -165,10 +170,40 @@ def run_config(stored: DictConfig | dict, overrides: list[str], plot_dir: Path) 
             OmegaConf.update(cfg, package, OmegaConf.select(composed, package), merge=False)
     if OmegaConf.select(cfg, "eval.evaluator") is not None:
         cfg.eval.evaluator.plot_dir = str(plot_dir)
+        _fill_new_evaluator_settings(cfg)
     for value in values:
         _check_key(cfg, value)
     dotlist = [v.removeprefix("+") for v in values]
     return OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
+
+
+def _fill_new_evaluator_settings(cfg: DictConfig) -> None:
+    """A run stored before an evaluator setting existed (e.g. ``precision_recall_k``) gets the
+    value the eval group gives it now, with a note, instead of failing to build its evaluator."""
+    target = target_of(cfg, "eval.evaluator")
+    if not dataclasses.is_dataclass(target):
+        return
+    stored = cfg.eval.evaluator
+    required = [
+        f.name
+        for f in dataclasses.fields(target)
+        if f.init
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and f.name not in stored
+    ]
+    if not required:
+        return
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        current = OmegaConf.select(compose("train"), "eval.evaluator") or {}
+    filled = {name: current[name] for name in required if name in current}
+    for name, value in filled.items():
+        stored[name] = value
+    if filled:
+        log.warning(
+            "this run's config predates %s: using the eval group's values",
+            ", ".join(f"eval.evaluator.{name}={value}" for name, value in filled.items()),
+        )
 
 
 def _check_key(cfg: DictConfig, override: str) -> None:

@@ -4,6 +4,7 @@ runs and TensorBoard runs that carry their study (group, short name, tags)."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import uuid
@@ -11,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.fabric.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
@@ -20,6 +21,23 @@ from gan_lab.run_dir import WANDB_ID_FILE, WANDB_NAME_FILE
 
 # What a dashboard sorts a study's runs by (gan_lab.callbacks.checkpoint logs the best).
 STUDY_METRICS = ("val/primary", "best/val/primary")
+
+
+# The key the evaluation protocol (gan_lab.metrics.protocol) has in each logger's config.
+PROTOCOL_KEY = "eval_protocol"
+
+
+@rank_zero_only
+def log_protocol(logger: Logger, protocol: dict[str, Any]) -> None:
+    """Record the evaluation protocol in ``logger``'s config, under ``eval_protocol``: W&B's
+    run config and the CSV logger's hparams.yaml through ``log_hyperparams``; TensorBoard as
+    text (its ``log_hyperparams`` would start a second HParams session) and in hparams.yaml."""
+    if isinstance(logger, TensorBoardLogger):
+        text = json.dumps(protocol, indent=2)
+        logger.experiment.add_text(PROTOCOL_KEY, f"```\n{text}\n```", global_step=0)
+        logger.hparams[PROTOCOL_KEY] = protocol
+        return
+    logger.log_hyperparams({PROTOCOL_KEY: protocol})
 
 
 class _AppendingWriter(ExperimentWriter):

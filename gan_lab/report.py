@@ -12,6 +12,10 @@ configurations and writes into the sweep directory:
 - ``report.png``: ``val/primary`` against iteration, the mean over seeds with its 95 % CI band.
 
 Non-finite values are left out of the statistics and counted beside them (gan_lab.study_stats).
+Numbers are compared only under one evaluation protocol (the ``protocol`` of each ``done``
+record, gan_lab.metrics.protocol): where jobs differ in it, each configuration is split by
+protocol, its rows are marked P1, P2, ..., a section says how the protocols differ, and no
+paired difference is taken across protocols.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, TypedDict
+from typing import Any, NoReturn, TypedDict
 
 import yaml
 
@@ -65,14 +69,17 @@ class Job(TypedDict):
     metrics: dict[str, float]  # final metrics ({} when unfinished)
     best: tuple[float, int | None] | None  # best val/primary and its iteration, if known
     curve: dict[int, float]  # val/primary per evaluated iteration (metrics.csv)
+    protocol: dict[str, Any] | None  # the evaluation protocol of its metrics, if recorded
+    protocol_label: str  # "P1", "P2", ... where the sweep's jobs differ in it, else ""
 
 
 @dataclass
 class ConfigSummary:
     """Statistics over the seeds of one configuration."""
 
-    config: str  # all its overrides (report.csv)
+    config: str  # all its overrides (report.csv), and its protocol label if any
     label: str  # the overrides not common to every configuration (report.md, report.png)
+    protocol_label: str  # "P<n>" where the sweep's jobs differ in protocol, else ""
     finished: int  # done, final val/primary finite
     non_finite: int  # done, final val/primary inf/nan or absent
     failed: int  # no done record
@@ -104,9 +111,50 @@ def collect(sweep_dir: Path) -> list[Job]:
                 metrics=done.metrics if done is not None else {},
                 best=_best(done, curve),
                 curve=curve,
+                protocol=done.protocol if done is not None else None,
+                protocol_label="",
             )
         )
+    label_protocols(jobs)
     return jobs
+
+
+def label_protocols(jobs: list[Job]) -> None:
+    """Where the finished jobs differ in evaluation protocol, label each job with its
+    protocol's ``P<n>`` (in order of first appearance) and append it to the job's ``config``,
+    so that one configuration under two protocols becomes two rows; an unfinished job takes
+    the label of its configuration's finished jobs where they agree."""
+    ids: dict[str | None, dict[str, Any] | None] = {}
+    for job in jobs:
+        if job["finished"]:
+            ids.setdefault(_protocol_id(job), job["protocol"])
+    if len(ids) < 2:
+        return
+    labels = {pid: f"P{n}" for n, pid in enumerate(ids, 1)}
+    by_config: dict[str, set[str]] = defaultdict(set)
+    for job in jobs:
+        if job["finished"]:
+            job["protocol_label"] = labels[_protocol_id(job)]
+            by_config[job["config"]].add(job["protocol_label"])
+    for job in jobs:
+        if not job["finished"] and len(by_config[job["config"]]) == 1:
+            job["protocol_label"] = next(iter(by_config[job["config"]]))
+    for job in jobs:
+        if job["protocol_label"]:
+            job["config"] += f" [{job['protocol_label']}]"
+
+
+def protocols_of(jobs: list[Job]) -> dict[str, dict[str, Any] | None]:
+    """Label -> protocol, P1 first; empty where the jobs share one protocol."""
+    found: dict[str, dict[str, Any] | None] = {}
+    for job in jobs:
+        if job["finished"] and job["protocol_label"]:
+            found.setdefault(job["protocol_label"], job["protocol"])
+    return dict(sorted(found.items(), key=lambda item: int(item[0][1:])))
+
+
+def _protocol_id(job: Job) -> str | None:
+    return (job["protocol"] or {}).get("id")
 
 
 def _read_curve(metrics_csv: Path) -> dict[int, float]:
@@ -147,7 +195,7 @@ def summarise(jobs: list[Job]) -> list[ConfigSummary]:
     )
     common = common_overrides(jobs)
     summaries = [
-        _summarise_config(config, _label(members[0]["overrides"], common), members, keys)
+        _summarise_config(config, _label(members[0], common), members, keys)
         for config, members in groups.items()
     ]
     # A configuration with a non-finite final run has a true mean of inf (or nan): it ranks after
@@ -164,10 +212,13 @@ def common_overrides(jobs: list[Job]) -> tuple[str, ...]:
     return tuple(o for o in jobs[0]["overrides"] if o in shared) if jobs else ()
 
 
-def _label(overrides: tuple[str, ...], common: tuple[str, ...]) -> str:
+def _label(job: Job, common: tuple[str, ...]) -> str:
+    overrides = job["overrides"]
     if not overrides:
-        return "(defaults)"
-    return " ".join(o for o in overrides if o not in common) or "(the common overrides)"
+        label = "(defaults)"
+    else:
+        label = " ".join(o for o in overrides if o not in common) or "(the common overrides)"
+    return f"{label} [{job['protocol_label']}]" if job["protocol_label"] else label
 
 
 def _summarise_config(
@@ -181,6 +232,7 @@ def _summarise_config(
     return ConfigSummary(
         config=config,
         label=label,
+        protocol_label=members[0]["protocol_label"],
         finished=n_finite,
         non_finite=len(done) - n_finite,
         failed=len(members) - len(done),
@@ -237,6 +289,12 @@ def compare(summaries: list[ConfigSummary]) -> tuple[list[Comparison], list[str]
     for a, b in comparison_pairs([s.config for s in eligible]):
         final = paired_difference(by_name[a].final_by_seed, by_name[b].final_by_seed)
         a_label, b_label = by_name[a].label, by_name[b].label
+        if by_name[a].protocol_label != by_name[b].protocol_label:
+            notes.append(
+                f"`{a_label}` and `{b_label}` were evaluated under different protocols: "
+                "not compared."
+            )
+            continue
         if final is None:
             notes.append(f"`{a_label}` and `{b_label}` share fewer than 2 seeds: not compared.")
             continue
@@ -276,6 +334,7 @@ def markdown(
     comparisons: list[Comparison],
     notes: list[str],
     unfinished: Sequence[str] = (),
+    protocols: dict[str, dict[str, Any] | None] | None = None,
 ) -> str:
     """The study table (first, so that its rows are the text's first `|` lines), its legend,
     the overrides common to every row, and the paired comparisons, as Markdown."""
@@ -294,6 +353,8 @@ def markdown(
         lines += ["", f"Job dirs without `done` (crashed, diverged, killed, running): {dirs}"]
     if common and len(summaries) > 1:
         lines += ["", "Every configuration also has: " + " ".join(f"`{o}`" for o in common)]
+    if protocols:
+        lines += ["", *protocol_section(protocols)]
     lines += ["", f"## Paired differences of {PRIMARY} on shared seeds", ""]
     if comparisons:
         lines += [
@@ -309,6 +370,38 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def protocol_section(protocols: dict[str, dict[str, Any] | None]) -> list[str]:
+    """Markdown lines: the sweep's evaluation protocols and where each differs from P1."""
+    lines = [
+        "## Evaluation protocols differ",
+        "",
+        "These jobs' metrics were computed under different protocols (gan_lab.metrics.protocol):"
+        " numbers of rows marked with different P<n> are not comparable, and are not compared.",
+        "",
+    ]
+    (first_label, first), *others = protocols.items()
+    lines.append(f"- {first_label}: `{(first or {}).get('id', 'not recorded')}`")
+    for label, protocol in others:
+        differences = _differences(_flat(first), _flat(protocol))
+        shown = "; ".join(f"{key}: {a} → {b}" for key, (a, b) in differences.items())
+        lines.append(f"- {label}: `{(protocol or {}).get('id', 'not recorded')}`: {shown}")
+    return lines
+
+
+def _flat(protocol: dict[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in (protocol or {}).items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        elif key not in ("id", "gan_lab_version"):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    return {key: (a.get(key), b.get(key)) for key in {**a, **b} if a.get(key) != b.get(key)}
+
+
 def write_report(sweep_dir: Path) -> str:
     """Write report.md / report.csv / report.png; returns the Markdown that ``main`` prints."""
     jobs = collect(sweep_dir)
@@ -319,7 +412,8 @@ def write_report(sweep_dir: Path) -> str:
         )
     summaries = summarise(jobs)
     unfinished = [job["dir"].name for job in jobs if not job["finished"]]
-    text = markdown(summaries, common_overrides(jobs), *compare(summaries), unfinished)
+    protocols = protocols_of(jobs)
+    text = markdown(summaries, common_overrides(jobs), *compare(summaries), unfinished, protocols)
     (sweep_dir / "report.md").write_text(
         f"# Sweep report: {sweep_dir}\n\n{text}\n![{PRIMARY} over iterations](report.png)\n"
     )

@@ -50,6 +50,10 @@ class DoneRecord:
     - ``best``: the best value of the checkpoint callback's monitored metric over the run's
       evaluations (best.ckpt's), ``{"metric": "val/primary", "value": v, "iteration": n}``;
       null when nothing was evaluated. Records written before it was added lack it (None).
+    - ``protocol``: the evaluation protocol of the metrics (gan_lab.metrics.protocol: extractor
+      and its weights' sha256, reference split, size and fingerprint, sample counts,
+      preprocessing; ``id`` says which numbers compare); null when nothing was evaluated or
+      the record predates it.
 
     Files from before schema 1 held only the metrics; they read as a record with ``iterations``
     and everything else unknown (None).
@@ -63,6 +67,7 @@ class DoneRecord:
     resumes: list[dict[str, Any]] = field(default_factory=list)
     finished_at: str | None = None
     best: dict[str, Any] | None = None
+    protocol: dict[str, Any] | None = None
     schema: int = DONE_SCHEMA
 
     @classmethod

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gan_lab import build
 from gan_lab.callbacks.checkpoint import best_evaluation
+from gan_lab.callbacks.evaluation import evaluation_protocol
 from gan_lab.config import CONF_DIR  # importing it registers the run schema
 from gan_lab.console import run_log
 from gan_lab.data.base import GANDataModule
@@ -123,6 +124,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 config_digest=config_digest(run.module.config),
                 config=run.module.config,
                 best=best_evaluation(run.trainer),
+                protocol=evaluation_protocol(run.trainer),
                 **run.module.lineage,  # started_from, resumes
             )
             write_done(cfg.paths.output_dir, record)

@@ -306,6 +306,32 @@ def _check_extractor(cfg: DictConfig, datamodule: GANDataModule) -> None:
     )
 
 
+def _check_neighbours(cfg: DictConfig, datamodule: GANDataModule) -> None:
+    # After the counts are capped and clamped: the k-NN metrics need k other samples on the
+    # side whose balls they draw (precision/recall: both; density/coverage: the real side), and
+    # the Inception Score at least one sample per split.
+    evaluator = OmegaConf.select(cfg, "eval.evaluator")
+    if datamodule.metrics != "features" or evaluator is None:
+        return
+    num_real, num_fake = evaluator.get("num_real"), evaluator.get("num_fake")
+    if num_real is None or num_fake is None:
+        return
+    limits = {
+        "precision_recall_k": (min(num_real, num_fake) - 1, "num_real and num_fake"),
+        "density_coverage_k": (num_real - 1, "num_real"),
+        "is_splits": (num_fake, "num_fake"),
+    }
+    for key, (limit, counts) in limits.items():
+        value = evaluator.get(key)
+        if value is not None and value > limit:
+            raise ConfigError(
+                f"eval.evaluator.{key}",
+                value,
+                f"must be at most {limit} with {counts} of this run ({num_real} real, "
+                f"{num_fake} generated samples): lower it or raise the sample counts",
+            )
+
+
 def limit_eval_samples(cfg: DictConfig, datamodule: GANDataModule) -> None:
     """Cap ``eval.evaluator.num_real`` and ``num_fake`` at ``eval.max_samples`` where both are
     set, with one logged note where they count: the "features" suite (image data; the toy
@@ -446,3 +472,4 @@ def validate(cfg: DictConfig, datamodule: GANDataModule | None = None) -> None:
     if datamodule is not None:
         limit_eval_samples(cfg, datamodule)
         fit_eval_to_data(cfg, datamodule)
+        _check_neighbours(cfg, datamodule)

@@ -36,3 +36,19 @@ def test_bench_honours_workloads_and_overrides(tmp_path):
     assert [row["workload"] for row in result["rows"]] == ["mlp_ring_b512"]
     assert result["rows"][0]["batch_size"] == 32
     assert result["settings"]["override"] == ["data.batch_size=32"]
+
+
+def test_eval_components_times_each_part(capsys):
+    from benchmarks import eval_components
+
+    eval_components.main(["--n", "60", "--repeats", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "extract the real features",
+        "real k-NN radii (k = 3, 5)",
+        "extract the generated features and logits",
+        "precision, recall, density, coverage",
+        "Inception Score (10 splits)",
+        "all of one evaluation's metrics",
+    ]
+    assert all(line.endswith("s of 1") for line in lines)

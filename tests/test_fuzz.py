@@ -29,7 +29,7 @@ from gan_lab.train import fit
 from tests.conftest import compose_config
 from tests.helpers import write_fake_fashion
 
-FAST_DRAWS = 30
+FAST_DRAWS = 20  # every start-up rule the sampler knows is among them (python -m tests.test_fuzz)
 ALL_DRAWS = 200
 FAKE_FASHION_IMAGES = 64  # per split: small enough that k_d_steps * batch_size can exceed it
 

@@ -137,7 +137,7 @@ def test_for_data_picks_weights_by_the_declared_classifier():
 def test_evaluator_computes_the_suite_the_data_declares():
     """Dispatch on the declared ``metrics``: a Ring subclass that declares none is refused by
     name, whatever its class looks like."""
-    evaluator = Evaluator(None, "classifier", 10, 10, 10, 10)
+    evaluator = Evaluator(None, "classifier", 10, 10, 10, 10, 3, 5, 10, None)
 
     class Undeclared(Ring):
         metrics = ""

@@ -181,8 +181,10 @@ def test_an_optimized_metric_no_run_logs_fails_before_any_trial(tmp_path, overri
         ),
         (
             ["eval=inception", "optimized_metric=val/fid_classifier"],
-            "runs log best/iteration, best/val/primary, val/fid_inception, val/kid_inception, "
-            "val/primary and train/ keys",
+            "runs log best/iteration, best/val/primary, val/coverage_inception, "
+            "val/density_inception, val/fid_inception, val/is_inception, val/is_inception_std, "
+            "val/kid_inception, val/kid_inception_std, val/precision_inception, val/primary, "
+            "val/recall_inception and train/ keys",
         ),
         (["experiment=ring_mlp", "optimized_metric=null"], "a sweep optimises a logged metric"),
         (
@@ -241,6 +243,13 @@ def test_the_features_suite_declares_keys_by_extractor_name():
     assert Evaluator.logged_keys("features", "inception") == {
         "val/fid_inception",
         "val/kid_inception",
+        "val/kid_inception_std",
+        "val/precision_inception",
+        "val/recall_inception",
+        "val/density_inception",
+        "val/coverage_inception",
+        "val/is_inception",
+        "val/is_inception_std",
         "val/primary",
     }
     assert Evaluator.logged_keys("", "classifier") == frozenset()

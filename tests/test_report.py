@@ -40,6 +40,7 @@ def write_job(
     final: float | None,
     best: dict | None = None,
     evaluations: list[tuple[int, float]] = (),
+    protocol: dict | None = None,
 ) -> None:
     """A job dir as a multirun leaves it; ``final=None`` leaves no ``done`` (a failed job)."""
     run_dir = sweep / str(number)
@@ -58,7 +59,8 @@ def write_job(
             "train/d_loss": 0.69,  # not a study metric: left out of the table
             "best/val/primary": 0.0,  # neither
         }
-        write_done(run_dir, DoneRecord(iterations=300, metrics=metrics, best=best))
+        record = DoneRecord(iterations=300, metrics=metrics, best=best, protocol=protocol)
+        write_done(run_dir, record)
 
 
 def best_at(value: float, iteration: int) -> dict:
@@ -242,3 +244,60 @@ def test_cli_prints_the_report_and_errors_are_one_line(sweep, tmp_path, capsys):
         assert exit_info.value.code == status
         stderr = capsys.readouterr().err
         assert stderr.startswith("gan_lab.report: error: ") and stderr.count("\n") == 1
+
+
+def test_numbers_under_different_protocols_are_split_and_not_compared(tmp_path):
+    """loss=minimax ran seeds 0-1 under one protocol and seeds 2-3 with fewer generated samples:
+    its two halves are separate rows, never averaged together or compared with each other."""
+    from gan_lab.metrics.protocol import with_id
+
+    base = {"suite": "features", "reference": {"split": "train", "size": 10000}}
+    p1, p2 = with_id({**base, "num_fake": 10000}), with_id({**base, "num_fake": 5000})
+    jobs = [
+        ("hinge", 0, 1.0, p1),
+        ("hinge", 1, 2.0, p1),
+        ("minimax", 0, 3.0, p1),
+        ("minimax", 1, 5.0, p1),
+        ("minimax", 2, 30.0, p2),
+        ("minimax", 3, 50.0, p2),
+        ("minimax", 4, None, None),  # failed: its configuration's protocols disagree
+    ]
+    for number, (loss, seed, final, protocol) in enumerate(jobs):
+        overrides = [f"loss={loss}", f"seed={seed}"]
+        write_job(
+            tmp_path, number, overrides, final, evaluations=[(300, final or 0)], protocol=protocol
+        )
+    summaries = {s.label: s for s in summarise(collect(tmp_path))}
+    # The failed job belongs to neither protocol: it is counted in an unmarked row of its own.
+    assert set(summaries) == {
+        "loss=hinge [P1]",
+        "loss=minimax [P1]",
+        "loss=minimax [P2]",
+        "loss=minimax",
+    }
+    assert summaries["loss=minimax"].failed == 1 and summaries["loss=minimax"].finished == 0
+    assert summaries["loss=minimax [P1]"].final.mean == pytest.approx(4.0)
+    assert summaries["loss=minimax [P2]"].final.mean == pytest.approx(40.0)
+    text = write_report(tmp_path)
+    assert "- `loss=hinge [P1]` − `loss=minimax [P1]`: final -2.5 [-8.85, +3.85]" in text
+    assert "`loss=minimax [P2]` were evaluated under different protocols: not compared" in text
+    assert "## Evaluation protocols differ" in text
+    assert f"- P1: `{p1['id']}`" in text
+    assert f"- P2: `{p2['id']}`: num_fake: 10000 → 5000" in text
+    rows = list(csv.DictReader((tmp_path / "report.csv").open()))
+    assert sorted(row["label"] for row in rows) == [
+        "loss=hinge [P1]",
+        "loss=minimax",
+        "loss=minimax [P1]",
+        "loss=minimax [P2]",
+    ]
+
+
+def test_protocol_ids_ignore_the_gan_lab_version():
+    from gan_lab.metrics.protocol import protocol_id
+
+    protocol = {"suite": "features", "num_fake": 10000}
+    assert protocol_id({**protocol, "gan_lab_version": "0.1.0"}) == protocol_id(
+        {**protocol, "gan_lab_version": "0.2.0"}
+    )
+    assert protocol_id(protocol) != protocol_id({**protocol, "num_fake": 50000})

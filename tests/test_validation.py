@@ -95,6 +95,17 @@ BAD = [
         "samples",
     ),
     (
+        # After num_fake is capped: precision's k-NN balls need k other generated samples.
+        [*DIGITS_DCGAN, "eval.evaluator.num_fake=3"],
+        "eval.evaluator.precision_recall_k=3",
+        "must be at most 2 with num_real and num_fake of this run (1438 real, 3 generated",
+    ),
+    (
+        [*DIGITS_DCGAN, "eval.evaluator.is_splits=11", "eval.evaluator.num_fake=10"],
+        "eval.evaluator.is_splits=11",
+        "must be at most 10 with num_fake",
+    ),
+    (
         [*DIGITS_DCGAN, "data.resolution=24"],
         "data.resolution=24",
         "DCGANGenerator supports resolutions 8, 16, 28, 32, 64",

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gan_lab.errors import MissingFileError
+from gan_lab.metrics.extractor import FeatureExtractor
+from gan_lab.metrics.protocol import file_sha256
 
 if TYPE_CHECKING:
     from gan_lab.data.base import GANDataModule
@@ -82,8 +84,9 @@ class SmallCNN(nn.Module):
         return model.eval()
 
 
-class ClassifierFeatures(nn.Module):
-    """torchmetrics feature extractor: images in [-1, 1] -> the classifier's 128-d features."""
+class ClassifierFeatures(FeatureExtractor):
+    """Images in [-1, 1] -> the classifier's 128-d penultimate features (and its logits, for
+    the Inception Score on this classifier)."""
 
     # ``for_data`` reads the classifier the DataModule declares (unless given ``weights``):
     # validation refuses this extractor for data that declares none.
@@ -91,6 +94,7 @@ class ClassifierFeatures(nn.Module):
 
     def __init__(self, weights: str | Path) -> None:
         super().__init__()
+        self.weights = Path(weights)
         self.classifier = SmallCNN.load(weights).requires_grad_(False)
         self.num_features = 128
 
@@ -111,11 +115,32 @@ class ClassifierFeatures(nn.Module):
         return cls(weights)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.classifier.embed(self._resized(x))
+
+    def features_and_logits(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.classifier.embed(self._resized(x))
+        return features, self.classifier.head(features)
+
+    def protocol(self) -> dict[str, Any]:
+        size = self.classifier.resolution
+        return {
+            "name": "classifier",
+            "weights": self.weights.name,
+            "sha256": file_sha256(self.weights),
+            "num_features": self.num_features,
+            "preprocessing": {
+                "input": "float in [-1, 1]",
+                "resize_to": [size, size],
+                "interpolation": "bilinear, antialias (only when the size differs)",
+            },
+        }
+
+    def _resized(self, x: Tensor) -> Tensor:
         x = x.float()
         size = self.classifier.resolution
         if x.shape[-1] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-        return self.classifier.embed(x)
+        return x
 
 
 def classifier_weights_for(dataset: str) -> Path:

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from gan_lab.arguments import Count
 from gan_lab.data.base import GANDataModule
-from gan_lab.distributed import gather_shards, rank_and_world, shard
+from gan_lab.distributed import gather_objects, gather_shards, rank_and_world, shard
 from gan_lab.gan_module import GANModule
+from gan_lab.metrics.extractor import FeatureExtractor
 from gan_lab.metrics.fid import FeatureDistance
+from gan_lab.metrics.protocol import tensor_sha256, with_id
+from gan_lab.metrics.reference_cache import ReferenceCache, reference_key
 from gan_lab.metrics.theory import gaussian_density, kde_density, plot_theory, theory_report
-from gan_lab.metrics.toy import gaussian_1d_metrics, mode_metrics
+from gan_lab.metrics.toy import HIGH_QUALITY_STDS, gaussian_1d_metrics, mode_metrics
 from gan_lab.nets.packing import pack_size
 from gan_lab.rng_state import derived_seed, isolated_rng
 
@@ -25,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # Published protocols: PacGAN scores 2,500 toy samples; FID uses 10k vs 10k.
 TOY_SAMPLES = 2500
+GAUSSIAN_1D_SAMPLES = 20_000
+GRID_POINTS = 2001  # where the 1-D theory compares densities and D with D*
 
 
 @dataclass
@@ -32,7 +38,10 @@ class Evaluator:
     """Computes the metric suite the DataModule declares in ``metrics``: FID/KID on features
     ("features"), mode metrics ("modes", 2-D mixtures), fit + theory diagnostics
     ("gaussian_1d"). Each suite also logs its primary metric as ``val/primary``, the one to
-    select checkpoints and sweeps by (lower is better).
+    select checkpoints and sweeps by (lower is better), and records its ``protocol``
+    (gan_lab.metrics.protocol): what its numbers depend on, for metrics.json, the ``done``
+    record and the loggers. The real features of the "features" suite are cached on disk in
+    ``cache_dir`` (gan_lab.metrics.reference_cache), keyed by the protocol's reference part.
 
     Generated samples come from the module's evaluation noise (the same z at every call) and
     anything random inside the metrics runs on seeded, isolated RNGs: the numbers of one
@@ -53,7 +62,18 @@ class Evaluator:
     # tests/test_optuna_study.py holds it to what the suites return. gaussian_1d logs
     # theory/value and theory/d_vs_dstar_max_err only where D estimates D* (see _d_on_grid).
     suite_keys: ClassVar[dict[str, tuple[str, ...]]] = {
-        "features": ("val/fid_{name}", "val/kid_{name}", "val/primary"),
+        "features": (
+            "val/fid_{name}",
+            "val/kid_{name}",
+            "val/kid_{name}_std",
+            "val/precision_{name}",
+            "val/recall_{name}",
+            "val/density_{name}",
+            "val/coverage_{name}",
+            "val/is_{name}",
+            "val/is_{name}_std",
+            "val/primary",
+        ),
         "modes": ("toy/modes", "toy/high_quality", "toy/reverse_kl", "val/primary"),
         "gaussian_1d": (
             "toy/mean_error",
@@ -74,7 +94,13 @@ class Evaluator:
     num_fake: Count
     batch_size: Count
     kid_subset_size: Count
+    precision_recall_k: Count
+    density_coverage_k: Count
+    is_splits: Count
+    cache_dir: str | None  # None: gan_lab.metrics.reference_cache.default_cache_dir()
     plot_dir: str | None = None
+    # The protocol of the numbers last computed; None before the first evaluation.
+    protocol: dict[str, Any] | None = field(default=None, init=False)
     _distance: FeatureDistance | None = field(default=None, init=False, repr=False)
 
     @classmethod
@@ -111,6 +137,14 @@ class Evaluator:
         """PacGAN's mode metrics on ``TOY_SAMPLES`` samples; primary: reverse KL."""
         samples = gather_shards(_generate_share(module, TOY_SAMPLES))
         metrics = mode_metrics(samples, datamodule.modes, datamodule.std)
+        self.protocol = with_id(
+            {
+                "suite": "modes",
+                "dataset": _dataset_name(datamodule),
+                "num_fake": TOY_SAMPLES,
+                "high_quality_within_std": HIGH_QUALITY_STDS,
+            }
+        )
         return {**metrics, "val/primary": metrics["toy/reverse_kl"]}
 
     def feature_metrics(
@@ -127,31 +161,89 @@ class Evaluator:
                 )
         if self.extractor is None:
             return {}
-        device = module.fixed_z.device
-        if self._distance is None:  # real statistics once per run
-            self._distance = FeatureDistance(
-                self.extractor, self.kid_subset_size, derived_seed(module.sample_seed, "kid")
-            ).to(device)
-            real = datamodule.real_samples(self.num_real, self.real_split)
-            self._distance.add_real(real[shard(len(real))], self.batch_size, total=len(real))
+        if self._distance is None:  # the real side once per run (or from the cache)
+            self._distance = self._real_side(module, datamodule)
         fake = _generate_share(module, self.num_fake, self.batch_size)
         scores = self._distance.compute_fake(fake, self.batch_size, total=self.num_fake)
         name = self.extractor_name
-        return {
-            f"val/fid_{name}": scores["fid"],
-            f"val/kid_{name}": scores["kid"],
-            "val/primary": scores["fid"],
+        # The spread of a metric keeps the metric's key with "_std" after the extractor name.
+        keys = {"kid_std": f"kid_{name}_std", "is_std": f"is_{name}_std"}
+        metrics = {f"val/{keys.get(key, f'{key}_{name}')}": value for key, value in scores.items()}
+        return {**metrics, "val/primary": scores["fid"]}
+
+    def _real_side(self, module: GANModule, datamodule: GANDataModule) -> FeatureDistance:
+        """The feature metrics with the real features set: read from the cache under the
+        protocol's reference part, or extracted (each rank its share) and cached by rank 0."""
+        assert isinstance(self.extractor, nn.Module)
+        distance = FeatureDistance(
+            self.extractor,
+            self.kid_subset_size,
+            derived_seed(module.sample_seed, "kid"),
+            self.precision_recall_k,
+            self.density_coverage_k,
+            self.is_splits,
+        ).to(module.fixed_z.device)
+        real = datamodule.real_samples(self.num_real, self.real_split)
+        extractor_protocol = (
+            self.extractor.protocol()
+            if isinstance(self.extractor, FeatureExtractor)
+            else {"name": type(self.extractor).__name__}
+        )
+        reference = {
+            "extractor": extractor_protocol,
+            "reference": {
+                "dataset": _dataset_name(datamodule),
+                "image_shape": list(real.shape[1:]),
+                "split": self.real_split,
+                "size": len(real),
+                "fingerprint": tensor_sha256(real),
+            },
         }
+        self.protocol = with_id(
+            {
+                "suite": "features",
+                **reference,
+                "num_fake": self.num_fake,
+                "kid_subset_size": min(self.kid_subset_size, len(real), self.num_fake),
+                "precision_recall_k": self.precision_recall_k,
+                "density_coverage_k": self.density_coverage_k,
+                "is_splits": self.is_splits,
+            }
+        )
+        cache = ReferenceCache.at(self.cache_dir)
+        key = reference_key(reference)
+        features = cache.load(key)
+        # Under DDP every rank must take the same branch (extracting gathers across ranks): a
+        # file that one rank cannot see (a node-local cache dir) means every rank extracts.
+        if not all(gather_objects(features is not None)):
+            features = None
+        if features is not None:
+            log.info("real features: %d from the cache %s", len(features), cache.path(key))
+        else:
+            start = time.perf_counter()
+            own = distance.extract(real[shard(len(real))], self.batch_size)[0]
+            features = gather_shards(own)
+            seconds = time.perf_counter() - start
+            saved = cache.save(key, features, self.protocol) if rank_and_world()[0] == 0 else None
+            log.info(
+                "real features: %d extracted in %.1f s%s",
+                len(features),
+                seconds,
+                f", cached in {saved}" if saved else "",
+            )
+        distance.set_real_features(features)
+        return distance
 
     def gaussian_1d(
         self, module: GANModule, datamodule: GANDataModule, iteration: int
     ) -> dict[str, float]:
         """Fit of N(mean, std^2) and the paper's theory on a 1-D grid; primary: W1."""
-        samples = gather_shards(_generate_share(module, 20_000)).flatten().double().cpu()
+        samples = gather_shards(_generate_share(module, GAUSSIAN_1D_SAMPLES))
+        samples = samples.flatten().double().cpu()
         metrics = gaussian_1d_metrics(samples, datamodule.mean, datamodule.std)
         lo = min(datamodule.mean - 5 * datamodule.std, samples.quantile(0.001).item())
         hi = max(datamodule.mean + 5 * datamodule.std, samples.quantile(0.999).item())
-        x = torch.linspace(lo, hi, 2001, dtype=torch.float64)
+        x = torch.linspace(lo, hi, GRID_POINTS, dtype=torch.float64)
         d_estimate = self._d_on_grid(module, x)
         report = theory_report(
             gaussian_density(datamodule.mean, datamodule.std),
@@ -166,6 +258,14 @@ class Evaluator:
                 f"iteration {iteration}: JSD={report.jsd:.3f}",
             )
         theory = {"theory/jsd": report.jsd, "theory/value_d_star": report.value_d_star}
+        self.protocol = with_id(
+            {
+                "suite": "gaussian_1d",
+                "dataset": _dataset_name(datamodule),
+                "num_fake": GAUSSIAN_1D_SAMPLES,
+                "grid_points": GRID_POINTS,
+            }
+        )
         if report.value_d is not None:
             theory["theory/value"] = report.value_d
             theory["theory/d_vs_dstar_max_err"] = report.d_vs_dstar_max_err
@@ -186,6 +286,10 @@ class Evaluator:
             outputs = discriminator(x[:, None].to(param))
         discriminator.train(was_training)
         return module.loss.d_star_estimate(outputs)
+
+
+def _dataset_name(datamodule: GANDataModule) -> str:
+    return type(datamodule).__name__
 
 
 def _generate_share(module: GANModule, n: int, batch_size: int = 1024) -> torch.Tensor:

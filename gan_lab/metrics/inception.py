@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from gan_lab.data.streams import to_pixels
 from gan_lab.errors import MissingFileError
+from gan_lab.metrics.extractor import FeatureExtractor
+from gan_lab.metrics.protocol import file_sha256
 
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
@@ -39,8 +42,9 @@ def find_inception_weights(weights_path: str | None, allow_download: bool = Fals
     )
 
 
-class InceptionFeatures(nn.Module):
-    """Images in [-1, 1] (1 or 3 channels) -> 2048-d pool features of FID's InceptionV3.
+class InceptionFeatures(FeatureExtractor):
+    """Images in [-1, 1] (1 or 3 channels) -> 2048-d pool features of FID's InceptionV3, and
+    its 1008 logits (without the bias, as torch-fidelity's Inception Score) from them.
 
     ``antialias=False`` resizes like the original TF implementation, for comparing with
     published FIDs (torchmetrics >= 1.8 antialiases by default).
@@ -52,10 +56,12 @@ class InceptionFeatures(nn.Module):
         super().__init__()
         from torchmetrics.image.fid import NoTrainInceptionV3
 
+        self.weights_path = find_inception_weights(weights_path, allow_download)
+        self.antialias = antialias
         self.inception = NoTrainInceptionV3(
             name="inception-v3-compat",
             features_list=["2048"],
-            feature_extractor_weights_path=find_inception_weights(weights_path, allow_download),
+            feature_extractor_weights_path=self.weights_path,
             antialias=antialias,
         )
         self.num_features = 2048
@@ -64,3 +70,29 @@ class InceptionFeatures(nn.Module):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         return self.inception(to_pixels(x)).reshape(x.shape[0], -1)
+
+    def features_and_logits(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        features = self(x)
+        # torch-fidelity's "logits_unbiased" (its Inception Score's input): the head without
+        # its bias, computed from the pool features rather than by a second pass.
+        return features, features.mm(self.inception.fc.weight.T)
+
+    def protocol(self) -> dict[str, Any]:
+        # Downloaded by torch-fidelity (allow_download) when no file was found before.
+        path = self.weights_path or str(
+            Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
+        )
+        size = self.inception.INPUT_IMAGE_SIZE
+        return {
+            "name": "inception",
+            "weights": Path(path).name,
+            "sha256": file_sha256(path) if Path(path).is_file() else "unknown",
+            "num_features": self.num_features,
+            "preprocessing": {
+                "input": "uint8 pixels of images in [-1, 1] (gray repeated to RGB)",
+                "resize_to": [size, size],
+                "interpolation": "bilinear, antialias"
+                if self.antialias
+                else "bilinear as TF1 (no antialias, as the original FID)",
+            },
+        }

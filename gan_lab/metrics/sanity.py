@@ -1,4 +1,5 @@
-"""Sanity of classifier FID: real-vs-real must be small, real-vs-noise large.
+"""Sanity of the classifier metrics: real-vs-real FID/KID must be small and precision, recall,
+density and coverage high; real-vs-noise the opposite.
 
 python -m gan_lab.metrics.sanity --data fashion_mnist [--n 10000]
 """
@@ -17,7 +18,7 @@ from gan_lab.metrics.fid import FeatureDistance
 DATA = {"fashion_mnist": FashionMNIST, "digits": Digits}
 
 
-def sanity(dataset: str, n: int = 10_000, seed: int = 0) -> dict[str, float]:
+def sanity(dataset: str, n: int = 10_000, seed: int = 0) -> dict[str, float | int | str]:
     data = DATA[dataset](seed=seed)
     n_test = min(n, data.num_samples("test"))
     distance = FeatureDistance(ClassifierFeatures(classifier_weights_for(dataset)))
@@ -27,15 +28,11 @@ def sanity(dataset: str, n: int = 10_000, seed: int = 0) -> dict[str, float]:
     noise = distance.compute_fake(
         torch.rand(n_test, *data.sample_shape, generator=generator) * 2 - 1
     )
-    return {
-        "dataset": dataset,
-        "n_train": n,
-        "n_test": n_test,
-        "fid_classifier_train_vs_test": round(real["fid"], 3),
-        "kid_classifier_train_vs_test": round(real["kid"], 5),
-        "fid_classifier_train_vs_uniform_noise": round(noise["fid"], 3),
-        "kid_classifier_train_vs_uniform_noise": round(noise["kid"], 5),
-    }
+    result: dict[str, float | int | str] = {"dataset": dataset, "n_train": n, "n_test": n_test}
+    for pair, scores in (("train_vs_test", real), ("train_vs_uniform_noise", noise)):
+        for metric, value in scores.items():
+            result[f"{metric}_classifier_{pair}"] = round(value, 5)
+    return result
 
 
 def main() -> None:

@@ -7,6 +7,9 @@ import math
 import torch
 from torch import Tensor
 
+# PacGAN's threshold: a sample within this many std of its nearest mode is high quality.
+HIGH_QUALITY_STDS = 3
+
 
 def mode_metrics(samples: Tensor, modes: Tensor, std: float) -> dict[str, float]:
     """Modes covered, % high-quality samples and reverse KL of the mode histogram vs uniform.
@@ -17,7 +20,7 @@ def mode_metrics(samples: Tensor, modes: Tensor, std: float) -> dict[str, float]
     """
     samples, modes = samples.double().cpu(), modes.double().cpu()
     distances, nearest = torch.cdist(samples, modes).min(dim=1)
-    high_quality = distances <= 3 * std
+    high_quality = distances <= HIGH_QUALITY_STDS * std
     counts = torch.bincount(nearest[high_quality], minlength=len(modes)).double()
     n_hq = counts.sum().item()
     if n_hq == 0:
