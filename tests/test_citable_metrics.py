@@ -247,3 +247,28 @@ def test_a_checkpoint_from_before_the_new_metrics_is_evaluated_with_them(
     metrics = evaluate(old, ["eval.evaluator.num_real=100", "eval.evaluator.num_fake=100"])
     assert "val/precision_classifier" in metrics and metrics["protocol"]["precision_recall_k"] == 3
     assert "eval.evaluator.precision_recall_k" in caplog.text
+
+
+def test_extractors_without_a_weights_file_are_told_apart_by_their_weights():
+    """The cache key of a custom extractor's features holds a sha256 of its weights: another
+    instance with other weights misses instead of reading the first one's features."""
+    from torch import nn
+
+    from gan_lab.metrics.extractor import FeatureExtractor
+
+    class Projection(FeatureExtractor):
+        num_features = 4
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.proj(x.flatten(1))
+
+    a, b = Projection(), Projection()
+    b.load_state_dict(a.state_dict())
+    assert a.protocol() == b.protocol() and a.protocol()["name"] == "Projection"
+    with torch.no_grad():
+        b.proj.weight[0, 0] += 1
+    assert a.protocol()["state_sha256"] != b.protocol()["state_sha256"]

@@ -220,7 +220,20 @@ TRAIN_ERRORS = {
 }
 
 
-@pytest.mark.parametrize("case", list(TRAIN_ERRORS))
+# Each row pays a process start (~6 s on 2 cores); make test keeps the two whose errors arise
+# after the config checks (missing weights, a failed download). The two config rows are
+# checked in-process (tests/test_validation.py), and k_d_steps=0 also as a process by
+# test_hydra_full_error_shows_the_traceback.
+SLOW_TRAIN_ERRORS = ("impossible value", "not a number")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, marks=pytest.mark.slow) if case in SLOW_TRAIN_ERRORS else case
+        for case in TRAIN_ERRORS
+    ],
+)
 def test_train_user_error_is_one_line(case, tmp_path):
     overrides, status, names = TRAIN_ERRORS[case]
     overrides = [o.format(tmp=tmp_path) for o in overrides]

@@ -108,6 +108,7 @@ def test_null_flag_passes(make_config) -> None:
     validate(make_config(*TOY, "+trainer.max_steps=null", "+trainer.max_time=null"))
 
 
+@pytest.mark.slow  # a process start (~8 s); the refusal itself is checked in-process above
 def test_cli_refuses_max_steps_in_one_line(tmp_path) -> None:
     result = processes.run(
         [
@@ -266,6 +267,7 @@ def test_limit_and_profiler_evaluate_mid_run_and_at_the_end(make_config, tmp_pat
     assert ("[Callback]Evaluation.on_train_batch_end" in printed) == profiled
 
 
+@pytest.mark.slow  # a process (~7 s); make test runs the README's `debug=fdr` process instead
 def test_cli_fdr_on_ring(tmp_path) -> None:
     run_dir = tmp_path / "run"
     result = run_cli(

@@ -18,7 +18,7 @@ from gan_lab.distributed import gather_objects, gather_shards, rank_and_world, s
 from gan_lab.gan_module import GANModule
 from gan_lab.metrics.extractor import FeatureExtractor
 from gan_lab.metrics.fid import FeatureDistance
-from gan_lab.metrics.protocol import tensor_sha256, with_id
+from gan_lab.metrics.protocol import module_sha256, tensor_sha256, with_id
 from gan_lab.metrics.reference_cache import ReferenceCache, reference_key
 from gan_lab.metrics.theory import gaussian_density, kde_density, plot_theory, theory_report
 from gan_lab.metrics.toy import HIGH_QUALITY_STDS, gaussian_1d_metrics, mode_metrics
@@ -187,7 +187,11 @@ class Evaluator:
         extractor_protocol = (
             self.extractor.protocol()
             if isinstance(self.extractor, FeatureExtractor)
-            else {"name": type(self.extractor).__name__}
+            # Any other module: its weights say which instance made the cached features.
+            else {
+                "name": type(self.extractor).__name__,
+                "state_sha256": module_sha256(self.extractor),
+            }
         )
         reference = {
             "extractor": extractor_protocol,

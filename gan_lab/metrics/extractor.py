@@ -6,6 +6,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from gan_lab.metrics.protocol import module_sha256
+
 
 class FeatureExtractor(nn.Module):
     """Images in [-1, 1] -> ``num_features``-d features (``forward``), the class logits from
@@ -22,5 +24,10 @@ class FeatureExtractor(nn.Module):
 
     def protocol(self) -> dict[str, Any]:
         """The extractor's part of the protocol: name, weights file and its sha256, input
-        preprocessing. Subclasses say what they do; this default names only the class."""
-        return {"name": type(self).__name__, "num_features": self.num_features}
+        preprocessing. Subclasses say what they do; this default gives the class and a sha256
+        of the weights it holds (it cannot see the preprocessing in ``forward``)."""
+        return {
+            "name": type(self).__name__,
+            "num_features": self.num_features,
+            "state_sha256": module_sha256(self),
+        }

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 # Bump when what a protocol records (or how its numbers are computed) changes incompatibly.
 PROTOCOL_SCHEMA = 1
@@ -75,4 +75,15 @@ def tensor_sha256(x: Tensor) -> str:
     x = x.detach().to("cpu").contiguous()
     sha = hashlib.sha256(f"{x.dtype}{tuple(x.shape)}".encode())
     sha.update(x.reshape(-1).view(torch.uint8).numpy())
+    return "sha256:" + sha.hexdigest()
+
+
+def module_sha256(module: nn.Module) -> str:
+    """``sha256:<hex>`` of a module's parameters and buffers, by name: the weights of an
+    extractor that names no weights file (features cached under a class name alone could be
+    another instance's)."""
+    sha = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        sha.update(name.encode())
+        sha.update(tensor_sha256(tensor).encode())
     return "sha256:" + sha.hexdigest()
