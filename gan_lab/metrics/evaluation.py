@@ -16,9 +16,9 @@ from gan_lab.arguments import Count
 from gan_lab.data.base import GANDataModule
 from gan_lab.distributed import gather_objects, gather_shards, rank_and_world, shard
 from gan_lab.gan_module import GANModule
-from gan_lab.metrics.extractor import FeatureExtractor
-from gan_lab.metrics.fid import FeatureDistance
-from gan_lab.metrics.protocol import module_sha256, tensor_sha256, with_id
+from gan_lab.metrics.extractor import extractor_protocol
+from gan_lab.metrics.fid import FeatureDistance, kid_subset_size
+from gan_lab.metrics.protocol import tensor_sha256, with_id
 from gan_lab.metrics.reference_cache import ReferenceCache, reference_key
 from gan_lab.metrics.theory import gaussian_density, kde_density, plot_theory, theory_report
 from gan_lab.metrics.toy import HIGH_QUALITY_STDS, gaussian_1d_metrics, mode_metrics
@@ -164,7 +164,7 @@ class Evaluator:
         if self._distance is None:  # the real side once per run (or from the cache)
             self._distance = self._real_side(module, datamodule)
         fake = _generate_share(module, self.num_fake, self.batch_size)
-        scores = self._distance.compute_fake(fake, self.batch_size, total=self.num_fake)
+        scores = self._distance.compute_fake(fake, self.batch_size)
         name = self.extractor_name
         # The spread of a metric keeps the metric's key with "_std" after the extractor name.
         keys = {"kid_std": f"kid_{name}_std", "is_std": f"is_{name}_std"}
@@ -184,17 +184,8 @@ class Evaluator:
             self.is_splits,
         ).to(module.fixed_z.device)
         real = datamodule.real_samples(self.num_real, self.real_split)
-        extractor_protocol = (
-            self.extractor.protocol()
-            if isinstance(self.extractor, FeatureExtractor)
-            # Any other module: its weights say which instance made the cached features.
-            else {
-                "name": type(self.extractor).__name__,
-                "state_sha256": module_sha256(self.extractor),
-            }
-        )
         reference = {
-            "extractor": extractor_protocol,
+            "extractor": extractor_protocol(self.extractor),
             "reference": {
                 "dataset": _dataset_name(datamodule),
                 "image_shape": list(real.shape[1:]),
@@ -208,7 +199,7 @@ class Evaluator:
                 "suite": "features",
                 **reference,
                 "num_fake": self.num_fake,
-                "kid_subset_size": min(self.kid_subset_size, len(real), self.num_fake),
+                "kid_subset_size": kid_subset_size(self.kid_subset_size, len(real), self.num_fake),
                 "precision_recall_k": self.precision_recall_k,
                 "density_coverage_k": self.density_coverage_k,
                 "is_splits": self.is_splits,

@@ -26,8 +26,28 @@ class FeatureExtractor(nn.Module):
         """The extractor's part of the protocol: name, weights file and its sha256, input
         preprocessing. Subclasses say what they do; this default gives the class and a sha256
         of the weights it holds (it cannot see the preprocessing in ``forward``)."""
-        return {
-            "name": type(self).__name__,
-            "num_features": self.num_features,
-            "state_sha256": module_sha256(self),
-        }
+        return _weights_protocol(self)
+
+
+def features_and_logits(module: nn.Module, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    """A ``FeatureExtractor``'s features and logits; any other module's (a torchmetrics-style
+    one) features, without logits."""
+    if isinstance(module, FeatureExtractor):
+        return module.features_and_logits(x)
+    return module(x), None
+
+
+def extractor_protocol(module: nn.Module) -> dict[str, Any]:
+    """A ``FeatureExtractor``'s ``protocol()``; for any other module its class and the sha256 of
+    its weights, which say which instance made features cached under it."""
+    if isinstance(module, FeatureExtractor):
+        return module.protocol()
+    return _weights_protocol(module)
+
+
+def _weights_protocol(module: nn.Module) -> dict[str, Any]:
+    return {
+        "name": type(module).__name__,
+        "num_features": module.num_features,
+        "state_sha256": module_sha256(module),
+    }

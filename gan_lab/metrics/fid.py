@@ -10,7 +10,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from gan_lab.distributed import gather_shards, shard
-from gan_lab.metrics.extractor import FeatureExtractor
+from gan_lab.metrics.extractor import features_and_logits
 from gan_lab.metrics.fidelity import fidelity_diversity, inception_score, knn_radii
 from gan_lab.rng_state import isolated_rng
 
@@ -24,10 +24,10 @@ class FeatureDistance:
     KID's random subsets are drawn with ``seed`` on an isolated RNG: the same images give the
     same KID, and the caller's RNG stream is left as it was.
 
-    Under DDP each rank extracts the features of its share of the images (``total`` is the
-    number over all ranks); torchmetrics gathers the ranks' FID/KID states in ``compute`` (in
-    rank order, which KID's subsets depend on: contiguous shares, gan_lab.distributed.shard),
-    and the k-NN metrics and the Inception Score run on the gathered features on every rank.
+    Under DDP each rank extracts the features of its share of the images; torchmetrics gathers
+    the ranks' FID/KID states in ``compute`` (in rank order, which KID's subsets depend on:
+    contiguous shares, gan_lab.distributed.shard), and the k-NN metrics and the Inception Score
+    run on the gathered features on every rank.
     """
 
     def __init__(
@@ -69,11 +69,9 @@ class FeatureDistance:
         """Features (float32) and logits (None without a head) of ``images``, in batches."""
         features, logits = [], []
         for batch in images.split(batch_size):
-            batch = batch.to(self.device)
-            if isinstance(self.extractor, FeatureExtractor):
-                batch_features, batch_logits = self.extractor.features_and_logits(batch)
-            else:  # any torchmetrics-style module: features only
-                batch_features, batch_logits = self.extractor(batch), None
+            batch_features, batch_logits = features_and_logits(
+                self.extractor, batch.to(self.device)
+            )
             features.append(batch_features.float())
             if batch_logits is not None:
                 logits.append(batch_logits.float())
@@ -100,12 +98,10 @@ class FeatureDistance:
         return 0 if self.real_features is None else len(self.real_features)
 
     @torch.inference_mode()
-    def compute_fake(
-        self, images: Tensor, batch_size: int = 500, total: int | None = None
-    ) -> dict[str, float]:
-        """Every metric of ``images`` (this rank's share of ``total``) against the real
-        features: ``fid``, ``kid``, ``kid_std``, ``precision``, ``recall``, ``density``,
-        ``coverage``, and ``is``/``is_std`` when the extractor has logits."""
+    def compute_fake(self, images: Tensor, batch_size: int = 500) -> dict[str, float]:
+        """Every metric of ``images`` (this rank's share of them) against the real features:
+        ``fid``, ``kid``, ``kid_std``, ``precision``, ``recall``, ``density``, ``coverage``, and
+        ``is``/``is_std`` when the extractor has logits."""
         if self.real_features is None:
             raise RuntimeError("FeatureDistance: set the real features before compute_fake")
         self.fid.reset()
@@ -113,16 +109,15 @@ class FeatureDistance:
         features, logits = self.extract(images, batch_size)
         self.fid.update(features, real=False)
         self.kid.update(features, real=False)
-        # KID's subsets cannot be larger than the smaller sample set.
-        num_fake = len(images) if total is None else total
-        self.kid.subset_size = min(self.kid_subset_size, self.num_real, num_fake)
+        every_fake = gather_shards(features)
+        self.kid.subset_size = kid_subset_size(self.kid_subset_size, self.num_real, len(every_fake))
         with isolated_rng(self.seed, self.device):
             kid_mean, kid_std = self.kid.compute()
         scores = {"fid": float(self.fid.compute()), "kid": float(kid_mean)}
         scores["kid_std"] = float(kid_std)
         scores |= fidelity_diversity(
             self.real_features,
-            gather_shards(features),
+            every_fake,
             self.precision_recall_k,
             self.density_coverage_k,
             real_radii=self._real_radii,
@@ -133,6 +128,11 @@ class FeatureDistance:
             splits = min(self.is_splits, len(logits))
             scores["is"], scores["is_std"] = inception_score(logits, splits)
         return scores
+
+
+def kid_subset_size(requested: int, num_real: int, num_fake: int) -> int:
+    """The KID subset size used: no larger than the smaller sample set."""
+    return min(requested, num_real, num_fake)
 
 
 class _GivenFeatures(nn.Module):

@@ -16,6 +16,11 @@ from gan_lab.metrics.protocol import file_sha256
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
 
+def hub_weights_path() -> Path:
+    """Where torch-fidelity keeps (and downloads) the weights: the torch hub cache."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
+
+
 def find_inception_weights(weights_path: str | None, allow_download: bool = False) -> str | None:
     """The weights file to use, or None to let torch-fidelity download it (only if allowed).
 
@@ -27,7 +32,7 @@ def find_inception_weights(weights_path: str | None, allow_download: bool = Fals
                 f"eval.evaluator.extractor.weights_path={weights_path}: file not found"
             )
         return str(weights_path)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
+    cached = hub_weights_path()
     if cached.is_file():
         return str(cached)
     if allow_download:
@@ -79,9 +84,7 @@ class InceptionFeatures(FeatureExtractor):
 
     def protocol(self) -> dict[str, Any]:
         # Downloaded by torch-fidelity (allow_download) when no file was found before.
-        path = self.weights_path or str(
-            Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
-        )
+        path = self.weights_path or str(hub_weights_path())
         size = self.inception.INPUT_IMAGE_SIZE
         return {
             "name": "inception",
